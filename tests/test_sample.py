@@ -1,0 +1,118 @@
+"""The sample CLI: raw conditions in, reproducible frames and an honest manifest out."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import tiny_overrides
+from thinfilm import sample, train
+
+REPO = Path(__file__).parents[1]
+COLS = [f"x{i}" for i in range(1, 9)]
+
+
+@pytest.fixture(scope="module")
+def ckpt(synth_dir, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("sample")
+    args = ["--config", "experiments/default.toml", "--quiet"]
+    for o in tiny_overrides(synth_dir, tmp, "train.steps=2", "train.run_name=s"):
+        args += ["--set", o]
+    train.main(args)
+    return tmp / "runs" / "s" / "checkpoints" / "last.pt"
+
+
+def run(*args):
+    sample.main([*map(str, args), "--quiet"])
+
+
+def frames(folder: Path) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p)) for p in sorted(folder.glob("[0-9]*.png"))]
+
+
+def test_manifest_reproduces_conditions(ckpt, synth_dir, tmp_path):
+    run("--ckpt", ckpt, "--conditions", synth_dir / "test.csv", "--out", tmp_path, "--n-per-condition", 2,
+        "--full-aspect")
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    wanted = pd.read_csv(synth_dir / "test.csv")[COLS].to_numpy()
+    assert list(manifest.columns) == ["file"] + COLS + ["seed"]
+    assert np.allclose(manifest[COLS].to_numpy(), np.repeat(wanted, 2, axis=0), rtol=1e-8)
+    assert len(frames(tmp_path)) == 24 and all(f.shape == (16, 16) for f in frames(tmp_path))
+    assert (tmp_path / "grid.png").is_file()
+    assert Image.open(tmp_path / "full" / "0000.png").size == (2452, 767)
+
+
+def test_same_seed_same_frame_at_any_batch_size(ckpt, synth_dir, tmp_path):
+    for bs in (1, 8):
+        run("--ckpt", ckpt, "--conditions", synth_dir / "test.csv", "--out", tmp_path / f"b{bs}",
+            "--batch-size", bs, "--seed", 3, "--sampler", "ddpm", "--steps", 5)
+    assert all(np.array_equal(a, b) for a, b in zip(frames(tmp_path / "b1"), frames(tmp_path / "b8")))
+    run("--ckpt", ckpt, "--conditions", synth_dir / "test.csv", "--out", tmp_path / "other", "--seed", 4,
+        "--sampler", "ddpm", "--steps", 5)
+    assert not np.array_equal(frames(tmp_path / "b1")[0], frames(tmp_path / "other")[0])
+
+
+def test_sweep_values_and_shared_noise(ckpt, synth_dir, tmp_path, capsys):
+    run("--ckpt", ckpt, "--sweep", "x3=0:0.12:4", "--base", f"{synth_dir / 'test.csv'}:5", "--out", tmp_path)
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    base = pd.read_csv(synth_dir / "test.csv")[COLS].to_numpy()[4]
+    assert np.allclose(manifest.x3, [0, 0.04, 0.08, 0.12])
+    assert np.allclose(manifest[["x1", "x5", "x8"]].to_numpy(), base[[0, 4, 7]])
+    assert manifest.seed.nunique() == 1 and (tmp_path / "strip.png").is_file() and (tmp_path / "film.gif").is_file()
+    run("--ckpt", ckpt, "--sweep", "x5=1250:1400:3", "--out", tmp_path / "partial")
+    assert "unknown (masked out" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "partial" / "manifest.csv").x1.isna().all()
+
+
+def test_partial_values_and_extrapolation_warning(ckpt, tmp_path, capsys):
+    run("--ckpt", ckpt, "--values", "x3=0.5,x5=1300", "--out", tmp_path)
+    out = capsys.readouterr().out
+    assert "warning: x3: 1 value(s) outside the training range" in out and "extrapolation" in out
+    assert "unknown (masked out, the model fills them in): x1, x2, x4, x6, x7, x8" in out
+
+
+def test_img2img_small_strength_stays_close(ckpt, synth_dir, tmp_path):
+    from thinfilm.data import load_frame, read_table, resolve_all
+    frame = resolve_all(read_table(synth_dir / "test.csv", COLS))[6]
+    run("--ckpt", ckpt, "--init-image", frame, "--strength", 0.02, "--out", tmp_path, "--n-per-condition", 3,
+        "--values", "x3=0.05")
+    ref = load_frame(frame, (678, 0, 767, 2452), 16).astype(float)
+    for f in frames(tmp_path):
+        assert np.abs(f - ref).mean() < 12                   # 8-bit levels; the model is barely trained
+    run("--ckpt", ckpt, "--init-image", frame, "--strength", 1.0, "--out", tmp_path / "far", "--values", "x3=0.05")
+    assert np.abs(frames(tmp_path / "far")[0] - ref).mean() > np.abs(frames(tmp_path)[0] - ref).mean()
+
+
+def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path):
+    bad_cols = tmp_path / "cols.csv"
+    bad_cols.write_text("filepath,x1,x2\na,1,2\n")
+    nan = tmp_path / "nan.csv"
+    nan.write_text(",".join(COLS) + "\n1,2,3,4,5,6,7,8\n1,2,,4,5,6,7,8\n")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something-else/9", "model": {}}, other)
+    cases = [
+        (["--ckpt", ckpt, "--conditions", bad_cols], "missing column(s) x3"),
+        (["--ckpt", ckpt, "--conditions", nan], "line 3 column x3"),
+        (["--ckpt", ckpt, "--values", "x9=1"], "COLUMN one of x1, x2"),
+        (["--ckpt", ckpt, "--values", "x1=abc"], "x1='abc': not a number"),
+        (["--ckpt", ckpt, "--values", "x1=nan"], "give a finite number"),
+        (["--ckpt", ckpt, "--sweep", "x3=0:1"], "COLUMN=START:STOP:COUNT"),
+        (["--ckpt", ckpt], "no conditions"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--strength", "0", "--init-image", "x.png"], "--strength 0.0"),
+        (["--ckpt", junk, "--values", "x1=1"], "not a readable thinfilm checkpoint"),
+        (["--ckpt", other, "--values", "x1=1"], "checkpoint format 'something-else/9'"),
+        (["--ckpt", tmp_path / "none.pt", "--values", "x1=1"], "checkpoint not found"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for args, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "thinfilm.sample", *map(str, args), "--out", str(tmp_path / "o")],
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1, proc.stderr

@@ -1,0 +1,60 @@
+"""The built-in simulator: the seed's format, determinism, the stated relations, visible features."""
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from thinfilm import synthetic as S
+from thinfilm.data import load_frame, resolve_all, read_table, series_of
+
+
+def test_format_is_the_researchers(synth_dir):
+    train = pd.read_csv(synth_dir / "train.csv")
+    test = pd.read_csv(synth_dir / "test.csv")
+    assert list(train.columns) == ["filepath"] + [f"x{i}" for i in range(1, 9)]
+    assert train.filepath.iloc[0].startswith("C:\\dev\\dataset\\") and "\\data" in train.filepath.iloc[0]
+    assert len(train) == 36 and len(test) == 12
+    assert not set(train.filepath.map(series_of)) & set(test.filepath.map(series_of))
+    files = resolve_all(read_table(synth_dir / "train.csv", [f"x{i}" for i in range(1, 9)]))
+    image = Image.open(files[0])
+    assert image.size == (2452, 2056) and image.mode == "L"
+
+
+def test_deterministic_by_seed():
+    a, b, c = S.simulate(2, 30, 7), S.simulate(2, 30, 7), S.simulate(2, 30, 8)
+    assert np.array_equal(a.values, b.values) and not np.array_equal(a.values, c.values)
+    f1 = S.render(a, 20, np.random.default_rng(0))
+    f2 = S.render(b, 20, np.random.default_rng(0))
+    assert np.array_equal(f1, f2)
+
+
+def test_relations_between_columns():
+    for index in range(1, 6):
+        s = S.simulate(index, 60, 0)
+        x1, x2, x3, x4, x5, x6, x7, x8 = s.values.T
+        assert np.allclose(x2, 2000 * x1)
+        assert np.allclose(x5 / (1 + x3), x5[0] / (1 + x3[0]))            # one d0A per series
+        assert np.allclose(x6 / (1 + x4), x6[0] / (1 + x4[0]))
+        assert np.allclose(x7[1:], -x4[:-1] / x3[:-1])                      # lagged strain ratio
+        assert np.all(np.diff(x8) >= 0) and x8[-1] - x8[0] > 0.3
+        peak = x2.max()
+        assert 40 < peak < 42 and 0.02 < x3[np.argmax(x2)] < 0.035          # DOMAIN.md's peak
+        broken = s.broken
+        assert np.abs(x2[broken]).max() < 1.5 and 0.08 <= x3[~broken].max() <= 0.125 + 1e-9
+        assert 30 < (x5[broken][0] - x5[~broken][-1]) < 45                  # recoil at fracture
+
+
+def test_measure_reads_back_what_drives_the_frame():
+    s = S.simulate(1, 40, 0)
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(40):
+        full = S.render(s, i, rng)
+        Image.fromarray(full).save("/tmp/_thinfilm_frame.tif")
+        frames.append(load_frame("/tmp/_thinfilm_frame.tif", S.ROI, 64))
+    m = S.measure(np.stack(frames))
+    assert np.corrcoef(m[:, 0], s.sep_a)[0, 1] > 0.99 and np.abs(m[:, 0] - s.sep_a).max() < 15
+    assert np.corrcoef(m[:, 1], s.sep_b)[0, 1] > 0.99
+    assert np.corrcoef(m[:, 2], s.plastic * ~s.broken)[0, 1] > 0.9        # crazes follow plastic strain
+    assert m[s.broken, 3].min() > 3 * m[~s.broken, 3].max()               # the fracture gap
+    assert np.corrcoef(m[:, 4], -s.strain)[0, 1] > 0.9                    # Poisson contraction
+    assert S.residual_noise(np.stack(frames)).mean() < 1.0

@@ -1,0 +1,132 @@
+"""The training loop: outputs, exact resume, EMA, faults, and DDP equivalence."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config, tiny_overrides
+from thinfilm import checkpoint, train
+from thinfilm.data import load_splits
+
+REPO = Path(__file__).parents[1]
+
+
+def run_train(synth_dir, tmp, *extra):
+    args = ["--config", "experiments/default.toml", "--quiet"]
+    for o in tiny_overrides(synth_dir, tmp, *extra):
+        args += ["--set", o]
+    train.main(args)
+
+
+def test_few_steps_write_checkpoint_config_and_events(synth_dir, tmp_path):
+    run_train(synth_dir, tmp_path, "train.steps=3", "train.run_name=r", "train.sample_every=2")
+    run = tmp_path / "runs" / "r"
+    assert (run / "config.toml").is_file() and list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "step_0000003.pt").is_file()
+    assert (run / "samples" / "step_0000002.png").is_file()
+    state = checkpoint.load(run / "checkpoints" / "last.pt")
+    assert state["step"] == 3 and {"model", "ema", "optimizer", "config", "normalizer"} <= set(state)
+    assert state["normalizer"]["kind"] == "zscore" and len(state["normalizer"]["shift"]) == 8
+    loaded = checkpoint.load_model(run)
+    assert loaded.step == 3 and loaded.config.data.resolution == 16
+    with pytest.raises(train.TrainingError, match="already exists"):
+        run_train(synth_dir, tmp_path, "train.steps=3", "train.run_name=r")
+
+
+def test_resume_is_exact(synth_dir, tmp_path):
+    """4 straight steps == 2 steps + resume for 2 (bitwise on CPU): data order, RNG, optimiser, EMA, LR."""
+    run_train(synth_dir, tmp_path, "train.steps=4", "train.run_name=a", "train.checkpoint_every=2",
+              "train.keep_checkpoints=5", "model.dropout=0.1")
+    ckpts = tmp_path / "runs" / "a" / "checkpoints"
+    straight = checkpoint.load(ckpts / "step_0000004.pt")
+    train.main(["--resume", str(ckpts / "step_0000002.pt"), "--quiet"])
+    resumed = checkpoint.load(ckpts / "step_0000004.pt")
+    for key in ("model", "ema"):
+        for name, value in straight[key].items():
+            assert torch.equal(value, resumed[key][name]), (key, name)
+    for a, b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert straight["data_order"] == resumed["data_order"]
+    assert straight["scheduler"]["last_epoch"] == resumed["scheduler"]["last_epoch"] == 4
+
+
+def test_ema_update_against_hand_computed_values():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    ema = train.EMA(net, max_decay=0.9999, inv_gamma=1.0, power=0.75)
+    assert ema.decay(0) == 0.0 and ema.decay(10) == pytest.approx(1 - 11 ** -0.75)
+    assert ema.decay(10**9) == 0.9999
+    before = [p.clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        net[1].running_mean.fill_(3.0)
+    d = ema.update(net, 10)
+    for old, new, cur in zip(before, ema.model.parameters(), net.parameters()):
+        assert torch.allclose(new, d * old + (1 - d) * cur)
+    assert ema.model[1].running_mean.item() == 3.0                     # buffers are copied
+
+
+def test_nan_guard_skips_and_stops(synth_dir, tmp_path, monkeypatch):
+    cfg = tiny_config(synth_dir, tmp_path, "train.max_bad_steps=2")
+    tr, te, norm = load_splits(cfg.data, progress=False)
+    trainer = train.Trainer(cfg, tr, te, norm, torch.device("cpu"))
+    trainer.step()
+    good = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    monkeypatch.setattr(trainer.diffusion, "loss", lambda pred, *a, **k: pred.flatten(1).mean(1) * float("nan"))
+    for _ in range(2):
+        stats = trainer.step()
+        assert not stats["finite"]
+    assert all(torch.equal(v, trainer.net.state_dict()[k]) for k, v in good.items())   # skipped, not applied
+    with pytest.raises(train.TrainingError, match="3 non-finite steps in a row"):
+        trainer.step()
+    run = train.RunDir(tmp_path / "guard")
+    monkeypatch.undo()
+    assert trainer.save(run) is not None
+    last = (run.checkpoints / "last.pt").read_bytes()
+    with torch.no_grad():
+        next(trainer.net.parameters()).fill_(float("nan"))
+    assert trainer.save(run) is None and (run.checkpoints / "last.pt").read_bytes() == last
+
+
+def test_sigterm_saves_and_resumes(synth_dir, tmp_path):
+    args = [sys.executable, "-m", "thinfilm.train", "--config", "experiments/default.toml", "--quiet"]
+    for o in tiny_overrides(synth_dir, tmp_path, "train.steps=100000", "train.run_name=sig"):
+        args += ["--set", o]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    run = tmp_path / "runs" / "sig"
+    deadline = time.time() + 120
+    while not list((run / "tb").glob("events*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "SIGTERM" in out and "--resume" in out
+    step = checkpoint.load(run)["step"]
+    assert step > 0
+    run_train_resume = ["--resume", str(run), "--quiet", "--set", f"train.steps={step + 2}"]
+    train.main(run_train_resume)
+    assert checkpoint.load(run)["step"] == step + 2
+
+
+def test_ddp_two_processes_match_one(synth_dir, tmp_path):
+    """2 gloo processes x batch 2 == 1 process x batch 4: same global batch, same update, same replicas."""
+    def launch(prefix, name, batch):
+        args = prefix + ["-m", "thinfilm.train", "--config", "experiments/default.toml", "--quiet"]
+        for o in tiny_overrides(synth_dir, tmp_path, "train.steps=3", f"train.run_name={name}",
+                                f"train.batch_size={batch}", "train.device=cpu"):
+            args += ["--set", o]
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return checkpoint.load(tmp_path / "runs" / name)
+    two = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], "ddp", 2)
+    one = launch([sys.executable], "single", 4)
+    for name, value in one["model"].items():
+        assert torch.allclose(value, two["model"][name], atol=1e-5), name

@@ -1,0 +1,114 @@
+"""The network: conditioning, null condition, attention, gradients, and that it can learn with the loss."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from thinfilm.diffusion import GaussianDiffusion
+from thinfilm.unet import Attention, UNet, guided
+
+
+def small(**kw) -> UNet:
+    args = dict(n_conditions=3, resolution=16, channels=(8, 16), layers_per_block=1, attention_levels=(1,),
+                head_channels=8)
+    args.update(kw)
+    torch.manual_seed(0)
+    net = UNet(**args)
+    for p in net.parameters():                 # leave the zero-initialised branches non-zero for these tests
+        if p.dim() > 0 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.05)
+    return net
+
+
+@pytest.mark.parametrize("kw", [{}, {"patch_size": 2, "coords": True}, {"n_conditions": 10}])
+def test_shape_and_dependence_on_condition_and_time(kw):
+    net = small(**kw)
+    c = net.n_conditions
+    x, t, cond = torch.randn(2, 1, 16, 16), torch.tensor([10, 500]), torch.randn(2, c)
+    out = net(x, t, cond)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, net(x, t, cond + 0.5), atol=1e-5)
+    assert not torch.allclose(out, net(x, torch.tensor([11, 700]), cond), atol=1e-5)
+
+
+def test_null_and_partial_conditions_are_their_own_states():
+    net = small()
+    t = torch.zeros(4, dtype=torch.long)
+    real = torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5], [0.0, 0.0, 0.0], [0.0, float("nan"), 0.0]])
+    null = UNet.null_condition(real)
+    emb_null = net.cond_embed(null)
+    emb_real = net.cond_embed(real)
+    assert torch.isnan(null).all() and torch.isfinite(emb_null).all()
+    assert (emb_null - emb_real).abs().amax(1).min() > 1e-3        # zero (the training mean) is not "unknown"
+    assert not torch.allclose(emb_real[2], emb_real[3])             # partly unknown differs from all-zero
+
+
+def test_gradients_reach_every_parameter():
+    net = UNet(3, 16, (8, 16), 1, (1,), head_channels=8, patch_size=2, coords=True)
+    x = torch.randn(2, 1, 16, 16)
+    # a few optimiser steps so the zero-initialised branches open, then every parameter has a gradient
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        net(x, torch.tensor([3, 600]), torch.randn(2, 3)).pow(2).mean().backward()
+        opt.step()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+def test_attention_equals_naive_reference():
+    torch.manual_seed(0)
+    attn = Attention(16, head_channels=8)
+    torch.nn.init.normal_(attn.proj.weight, std=0.2)
+    x = torch.randn(2, 16, 4, 5)
+    q, k, v = attn.qkv(attn.norm(x)).reshape(2, 3, 2, 8, 20).unbind(1)          # [B, heads, d, HW]
+    w = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(8), dim=-1)          # [B, heads, HW, HW]
+    ref = (w @ v.transpose(-1, -2)).transpose(-1, -2).reshape(2, 16, 4, 5)
+    assert torch.allclose(attn(x), x + attn.proj(ref), atol=1e-5)
+
+
+def test_bad_resolution_is_a_clear_error():
+    with pytest.raises(ValueError, match="data.resolution 100 is not divisible by 32"):
+        UNet(8, 100, (8, 8, 8, 8, 8, 8))
+    with pytest.raises(ValueError, match="attention_levels"):
+        UNet(8, 64, (8, 8), attention_levels=(5,))
+
+
+def test_guidance_wrapper():
+    net = small()
+    x, t, c = torch.randn(2, 1, 16, 16), torch.tensor([5, 5]), torch.randn(2, 3)
+    assert torch.equal(guided(net, c, 1.0)(x, t), net(x, t, c))
+    u = net(x, t, UNet.null_condition(c))
+    assert torch.allclose(guided(net, c, 3.0)(x, t), u + 3 * (net(x, t, c) - u), atol=1e-5)
+
+
+def test_network_and_loss_learn_a_few_conditioned_frames():
+    """Overfit 4 frames (a bright bar whose position is the condition); a sample resembles its frame."""
+    torch.manual_seed(0)
+    frames = -torch.ones(4, 1, 16, 16)
+    for i in range(4):
+        frames[i, :, :, 2 + 3 * i:5 + 3 * i] = 1.0
+    cond = torch.linspace(-1.5, 1.5, 4)[:, None]
+    net = UNet(1, 16, (16, 32), 1, (), mid_attention=False, head_channels=16)
+    d = GaussianDiffusion("cosine", 1000, "v")
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(300):
+        t = torch.randint(0, 1000, (16,), generator=g)
+        x0, c = frames.repeat(4, 1, 1, 1), cond.repeat(4, 1)
+        noise = torch.randn(x0.shape, generator=g)
+        loss = d.loss(net(d.q_sample(x0, t, noise), t, c), x0, noise, t).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 / 5
+    net.eval()
+    x = d.sample(guided(net, cond, 1.0), (4, 1, 16, 16), "ddim", steps=30, clip=True,
+                 generator=torch.Generator().manual_seed(1))
+    err = (x - frames).pow(2).mean((1, 2, 3))
+    others = torch.stack([(x - frames.roll(k, 0)).pow(2).mean((1, 2, 3)) for k in (1, 2, 3)])
+    assert (err < others.min(0).values).all(), (err, others)
+    assert err.max() < 0.1

@@ -1,0 +1,395 @@
+"""The data pipeline: CSV table, path rebasing, ROI crop + resize, condition normaliser, frame cache.
+
+A split is a CSV in the researcher's format (`filepath` + condition columns). Frames are cropped to
+`data.roi`, resized (box filter = area average, antialiased) to a `data.resolution` square and kept
+as uint8 in a memory-mapped cache, so no epoch after the first decodes a TIFF.
+
+`python -m thinfilm.data synth | split | inspect` generates the built-in dataset, splits a CSV by
+series, and checks a dataset before a long training run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from thinfilm import UserError, cli
+from thinfilm.config import DataConfig, add_config_args, load_config
+
+CACHE_VERSION = 1
+
+
+class DataError(UserError):
+    """A CSV, frame or folder that cannot be used as given."""
+
+
+# ---------------------------------------------------------------------------------------- table
+@dataclass
+class Table:
+    """One split: frame paths as written in the CSV and the condition values, [N, C] float64."""
+    csv: Path
+    paths: list[str]
+    values: np.ndarray
+    columns: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def read_table(csv: str | Path, columns: Sequence[str], need_paths: bool = True) -> Table:
+    """Read a seed-format CSV; every problem is a `DataError` naming the file, line and column."""
+    csv = Path(csv)
+    if not csv.is_file():
+        raise DataError(f"{csv}: CSV not found (set data.train_csv / data.test_csv, or run "
+                        f"`python -m thinfilm.data synth` for the built-in data)")
+    try:
+        frame = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{csv}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    frame.columns = [c.strip() for c in frame.columns]
+    wanted = (["filepath"] if need_paths else []) + list(columns)
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DataError(f"{csv}: missing column(s) {', '.join(missing)}; the header has "
+                        f"{', '.join(frame.columns)} (set data.columns to this dataset's condition columns)")
+    if len(frame) == 0:
+        raise DataError(f"{csv}: no rows below the header")
+    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        where = [f"line {r + 2} column {columns[c]} ({frame.iloc[r][columns[c]]!r})"
+                 for r, c in zip(rows[:5], cols[:5])]
+        more = f" and {bad.sum() - 5} more" if bad.sum() > 5 else ""
+        raise DataError(f"{csv}: empty, NaN or non-numeric condition values at {'; '.join(where)}{more}")
+    paths = frame["filepath"].tolist() if need_paths else [""] * len(frame)
+    return Table(csv, paths, values, list(columns))
+
+
+# ----------------------------------------------------------------------------------- rebasing
+def _parts(path: str) -> list[str]:
+    """Split a path written on any OS into its components, dropping a drive or UNC prefix."""
+    return [p for p in re.split(r"[\\/]+", PureWindowsPath(path).as_posix().split(":", 1)[-1]) if p]
+
+
+def is_absolute(path: str) -> bool:
+    return path.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", path))
+
+
+def resolve(path: str, root: Path) -> Path | None:
+    """The file `path` names under `root`: a relative path joins root; an absolute path from another
+    machine resolves to the longest trailing part of it that exists under root. None if not found."""
+    if is_absolute(path) and Path(path).is_file():
+        return Path(path)
+    parts = _parts(path)
+    if not is_absolute(path):
+        candidate = root.joinpath(*parts)
+        return candidate if candidate.is_file() else None
+    for k in range(len(parts), 0, -1):
+        candidate = root.joinpath(*parts[-k:])
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_all(table: Table, root: str | Path = "") -> list[Path]:
+    """Resolve every frame of a table, or raise one error listing all the missing ones."""
+    base = Path(root) if root else table.csv.parent
+    if root and not base.is_dir():
+        raise DataError(f"data.root {base} is not a folder")
+    found = [resolve(p, base) for p in table.paths]
+    missing = [(i, p) for i, (p, f) in enumerate(zip(table.paths, found)) if f is None]
+    if missing:
+        first = "; ".join(f"line {i + 2}: {p}" for i, p in missing[:3])
+        raise DataError(f"{table.csv}: {len(missing)} of {len(table)} frames not found under {base} "
+                        f"(e.g. {first}); set data.root to the folder that holds the series folders "
+                        f"(e.g. the one containing {'/'.join(_parts(missing[0][1])[-2:-1]) or 'the frames'})")
+    return found  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------ frames
+def load_frame(path: Path, roi: Sequence[int], resolution: int) -> np.ndarray:
+    """Crop `roi` = (top, left, height, width) from a frame and resize it: uint8 [R, R].
+
+    8- and 16-bit (and float) grayscale are scaled by their full range, RGB is converted to luma.
+    """
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read the frame ({err})") from None
+    top, left, height, width = roi
+    if top < 0 or left < 0 or top + height > image.height or left + width > image.width:
+        raise DataError(f"{path}: data.roi {list(roi)} (top, left, height, width) lies outside the "
+                        f"frame of {image.width}x{image.height} px (width x height); fix data.roi")
+    image = image.crop((left, top, left + width, top + height))
+    if image.mode in ("RGB", "RGBA", "P", "LA"):
+        image = image.convert("L")
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        scale = 255.0
+    elif array.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")):
+        scale = 65535.0
+    elif array.dtype == np.bool_:
+        scale = 1.0
+    elif np.issubdtype(array.dtype, np.integer):
+        scale = float(np.iinfo(array.dtype).max)
+    else:
+        scale = 1.0                                     # float frames: taken to be in [0, 1]
+    small = Image.fromarray(array.astype(np.float32) * (255.0 / scale)).resize(
+        (resolution, resolution), Image.Resampling.BOX)
+    return np.clip(np.asarray(small), 0, 255).round().astype(np.uint8)
+
+
+def to_network(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [..., R, R] -> float [..., 1, R, R] in [-1, 1] (the network's space)."""
+    x = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    return (x.float() / 127.5 - 1).unsqueeze(-3)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float [..., 1, R, R] in [-1, 1] -> uint8 [..., R, R]."""
+    return ((x.squeeze(-3).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------- cache
+def _cache_key(table: Table, files: list[Path], roi: Sequence[int], resolution: int) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION} {list(roi)} {resolution}".encode())
+    h.update(table.csv.read_bytes())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_frames(table: Table, files: list[Path], roi: Sequence[int], resolution: int,
+                  cache_dir: str | Path, progress: bool = True) -> np.ndarray:
+    """The split's frames as uint8 [N, R, R], memory-mapped from a cache built on first use.
+
+    The key covers the CSV's bytes, every frame's path, size and mtime, the ROI and the resolution:
+    any change builds a new cache (and removes the stale one) instead of reusing it.
+    """
+    from tqdm import tqdm
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{table.csv.stem}-{resolution}px-"
+    path = cache_dir / f"{stem}{_cache_key(table, files, roi, resolution)}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    frames = np.empty((len(files), resolution, resolution), np.uint8)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        jobs = pool.map(lambda f: load_frame(f, roi, resolution), files)
+        for i, frame in enumerate(tqdm(jobs, total=len(files), desc=f"caching {table.csv.name}",
+                                       unit="frame", disable=not progress)):
+            frames[i] = frame
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, frames)
+    os.replace(tmp, path)
+    for stale in cache_dir.glob(f"{stem}*.npy"):
+        if stale != path and ".tmp" not in stale.name:
+            stale.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")
+
+
+# -------------------------------------------------------------------------------- normaliser
+@dataclass
+class Normalizer:
+    """Physical <-> normalised conditions: (v - shift) / scale per column, fitted on training data.
+
+    zscore: shift = mean, scale = std (population std; the researcher's loader divided by the mean).
+    minmax: maps the training range to [-1, 1]. none: identity. A constant column gets scale 1, so
+    it maps to 0 instead of dividing by zero. `low`/`high` keep the training range for warnings.
+    """
+    kind: str
+    columns: list[str]
+    shift: list[float]
+    scale: list[float]
+    low: list[float]
+    high: list[float]
+
+    @classmethod
+    def fit(cls, values: np.ndarray, columns: Sequence[str], kind: str = "zscore") -> "Normalizer":
+        values = np.asarray(values, np.float64)
+        low, high = values.min(0), values.max(0)
+        if kind == "zscore":
+            shift, scale = values.mean(0), values.std(0)
+        elif kind == "minmax":
+            shift, scale = (high + low) / 2, (high - low) / 2
+        elif kind == "none":
+            shift, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
+        else:
+            raise DataError(f"data.normalize: unknown kind {kind!r}; use zscore, minmax or none")
+        scale = np.where(scale > 1e-12 * np.maximum(np.abs(shift), 1), scale, 1.0)
+        return cls(kind, list(columns), shift.tolist(), scale.tolist(), low.tolist(), high.tolist())
+
+    def encode(self, values: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Physical [B, C] -> normalised float32 [B, C] (NaN, an unknown field, stays NaN)."""
+        v = torch.tensor(np.asarray(values, np.float64))
+        return ((v - torch.tensor(self.shift, dtype=torch.float64)) /
+                torch.tensor(self.scale, dtype=torch.float64)).float()
+
+    def decode(self, values: torch.Tensor) -> np.ndarray:
+        """Normalised [B, C] -> physical float64 [B, C]."""
+        return values.double().cpu().numpy() * np.array(self.scale) + np.array(self.shift)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("kind", "columns", "shift", "scale", "low", "high")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+        return cls(**{k: d[k] for k in ("kind", "columns", "shift", "scale", "low", "high")})
+
+
+# ------------------------------------------------------------------------------------ splits
+@dataclass
+class Split:
+    """A split ready for training: uint8 frames [N, R, R] and normalised conditions [N, C]."""
+    table: Table
+    frames: np.ndarray
+    conditions: torch.Tensor
+
+
+def ensure_synthetic(cfg: DataConfig, progress: bool = True) -> None:
+    """With data.synthetic, generate the built-in dataset where the CSVs point, if it is missing."""
+    if not cfg.synthetic or (Path(cfg.train_csv).is_file() and Path(cfg.test_csv).is_file()):
+        return
+    out = Path(cfg.train_csv).parent
+    print(f"generating the built-in synthetic dataset under {out} (once) ...")
+    synthesize(out, cfg.synthetic_series, cfg.synthetic_frames, cfg.synthetic_seed, progress,
+               Path(cfg.train_csv).name, Path(cfg.test_csv).name)
+
+
+def load_splits(cfg: DataConfig, progress: bool = True) -> tuple[Split, Split, Normalizer]:
+    """Train and test splits (frames cached, conditions normalised with train-split statistics)."""
+    ensure_synthetic(cfg, progress)
+    tables = [read_table(cfg.train_csv, cfg.columns), read_table(cfg.test_csv, cfg.columns)]
+    files = [resolve_all(t, cfg.root) for t in tables]       # every missing file, before any decoding
+    norm = Normalizer.fit(tables[0].values, cfg.columns, cfg.normalize)
+    splits = [Split(t, cached_frames(t, f, cfg.roi, cfg.resolution, cfg.cache_dir, progress),
+                    norm.encode(t.values)) for t, f in zip(tables, files)]
+    return splits[0], splits[1], norm
+
+
+def series_of(path: str) -> str:
+    """The test series a frame belongs to: the folder that holds it (`data1` in ...\\data1\\0001.tif)."""
+    parts = _parts(path)
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def split_series(series: Sequence[str], test_series: Sequence[str] = ()) -> list[str]:
+    """Which series are held out: given ones, or the researcher's rule (fewer than 5 series: one,
+    the middle one in sorted order; otherwise a fifth of them, evenly spaced)."""
+    names = sorted(set(series), key=lambda s: (len(s), s))
+    if test_series:
+        unknown = sorted(set(test_series) - set(names))
+        if unknown:
+            raise DataError(f"--test-series {', '.join(unknown)} not found; series are {', '.join(names)}")
+        return list(test_series)
+    if len(names) < 2:
+        raise DataError(f"only one series ({names[0] if names else 'none'}) found: a split by series "
+                        "needs at least two folders")
+    k = 1 if len(names) < 5 else max(1, round(len(names) / 5))
+    return [names[int((i + 0.5) * len(names) / k)] for i in range(k)]
+
+
+def synthesize(out: Path, n_series: int, n_frames: int, seed: int, progress: bool = True,
+               train_name: str = "train.csv", test_name: str = "test.csv") -> None:
+    """Generate the built-in dataset under `out` and write its train/test CSVs split by series."""
+    from thinfilm.synthetic import generate
+
+    table = generate(out, n_series, n_frames, seed, progress)
+    test = set(split_series(table.filepath.map(series_of)))
+    is_test = table.filepath.map(series_of).isin(test)
+    table[~is_test].to_csv(out / train_name, index=False, float_format="%.9g")
+    table[is_test].to_csv(out / test_name, index=False, float_format="%.9g")
+
+
+# ------------------------------------------------------------------------------------ inspect
+def inspect(cfg: DataConfig, preview: Path, count: int = 8) -> str:
+    """The report a researcher reads before a long run; writes a preview PNG of network inputs."""
+    lines = []
+    tables = [read_table(cfg.train_csv, cfg.columns), read_table(cfg.test_csv, cfg.columns)]
+    for name, t in zip(("train", "test"), tables):
+        series = sorted({series_of(p) for p in t.paths})
+        lines.append(f"{name}: {t.csv}  {len(t)} rows, {len(series)} series ({', '.join(series)})")
+    overlap = {series_of(p) for p in tables[0].paths} & {series_of(p) for p in tables[1].paths}
+    if overlap:
+        lines.append(f"WARNING: series in both splits: {', '.join(sorted(overlap))} (split by series, "
+                     "not by frame: `python -m thinfilm.data split`)")
+    files = [resolve_all(t, cfg.root) for t in tables]
+    lines.append(f"frames: all {sum(map(len, files))} found")
+    train, test = tables[0].values, tables[1].values
+    lines.append(f"{'column':>12} {'min':>12} {'mean':>12} {'std':>12} {'max':>12}   test range")
+    for j, c in enumerate(cfg.columns):
+        v = train[:, j]
+        lines.append(f"{c:>12} {v.min():12.6g} {v.mean():12.6g} {v.std():12.6g} {v.max():12.6g}   "
+                     f"{test[:, j].min():.6g} .. {test[:, j].max():.6g}")
+    for j, c in enumerate(cfg.columns):
+        out = ((test[:, j] < train[:, j].min()) | (test[:, j] > train[:, j].max())).mean()
+        if out > 0:
+            lines.append(f"WARNING: {c}: {out:.0%} of test rows lie outside the training range (extrapolation)")
+        if train[:, j].std() == 0:
+            lines.append(f"WARNING: {c} is constant in the training split (normalised to 0)")
+    pick = np.linspace(0, len(files[0]) - 1, min(count, len(files[0]))).round().astype(int)
+    crops = [load_frame(files[0][i], cfg.roi, cfg.resolution) for i in pick]
+    Image.fromarray(np.concatenate(crops, axis=1)).save(preview)
+    lines.append(f"preview of {len(crops)} training crops as the network sees them "
+                 f"({cfg.resolution}x{cfg.resolution}): {preview}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m thinfilm.data synth | split | inspect`."""
+    parser = argparse.ArgumentParser(prog="python -m thinfilm.data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("synth", help="generate the built-in synthetic dataset")
+    p.add_argument("--out", default="data/synthetic")
+    p.add_argument("--series", type=int, default=DataConfig.synthetic_series)
+    p.add_argument("--frames", type=int, default=DataConfig.synthetic_frames, help="frames per series")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("split", help="write train/test CSVs split by series folder")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--out", default=None, help="folder for <name>_train.csv / <name>_test.csv (default: beside the CSV)")
+    p.add_argument("--test-series", nargs="*", default=[])
+    p = sub.add_parser("inspect", help="check a dataset before training")
+    add_config_args(p, "experiments/default.toml")
+    p.add_argument("--preview", default="preview.png")
+    args = parser.parse_args(argv)
+
+    if args.command == "synth":
+        synthesize(Path(args.out), args.series, args.frames, args.seed)
+        print(f"wrote {args.series * args.frames} frames and train.csv / test.csv under {args.out}")
+    elif args.command == "split":
+        csv = Path(args.csv)
+        if not csv.is_file():
+            raise DataError(f"{csv}: CSV not found")
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        if "filepath" not in table.columns:
+            raise DataError(f"{csv}: no filepath column; the header has {', '.join(table.columns)}")
+        series = table.filepath.map(series_of)
+        test = split_series(series, args.test_series)
+        out = Path(args.out) if args.out else csv.parent
+        out.mkdir(parents=True, exist_ok=True)
+        for name, rows in (("train", table[~series.isin(test)]), ("test", table[series.isin(test)])):
+            rows.to_csv(out / f"{csv.stem}_{name}.csv", index=False)
+            print(f"{name}: {len(rows)} rows, series {', '.join(sorted(set(series[rows.index])))} "
+                  f"-> {out / f'{csv.stem}_{name}.csv'}")
+    else:
+        cfg = load_config(args.config, args.overrides).data
+        ensure_synthetic(cfg)
+        print(inspect(cfg, Path(args.preview)))
+
+
+if __name__ == "__main__":
+    cli(main)

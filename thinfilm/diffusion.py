@@ -1,0 +1,196 @@
+"""The diffusion core: schedules, forward process, training loss, DDPM and DDIM samplers.
+
+It knows nothing of networks or conditions: a sampler calls `denoise(x_t, t)`, any callable that
+returns the prediction named by `prediction` (eps, x0 or v) for x_t [B, ...] and t LongTensor [B].
+Schedules are computed in float64 (improved-diffusion); per-step coefficients are gathered in
+float64 and cast to the sample's dtype.
+
+References: Ho et al. 2020 (DDPM), Song et al. 2021 (DDIM), Nichol & Dhariwal 2021 (cosine
+schedule), Salimans & Ho 2022 (v-prediction), Hang et al. 2023 (min-SNR-gamma weighting),
+Lin et al. 2024 (DDIM spacing that includes t = T - 1).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Denoise = Callable[[Tensor, Tensor], Tensor]
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def linear_betas(timesteps: int) -> np.ndarray:
+    """Ho et al. 2020, sec. 4: beta linear from 1e-4 to 0.02 (scaled to 1000 steps)."""
+    scale = 1000 / timesteps
+    return np.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=np.float64)
+
+
+def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    """Nichol & Dhariwal 2021, eq. 17: alpha_bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2), betas <= 0.999."""
+    f = lambda t: math.cos((t / timesteps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    return np.array([min(1 - f(t + 1) / f(t), max_beta) for t in range(timesteps)], dtype=np.float64)
+
+
+def randn(shape: Sequence[int], generator: Generators, device: torch.device | str,
+          dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal noise; with one generator per batch row, row i depends only on generator i.
+
+    Noise is drawn on the generator's device and moved, so a seed gives the same frame on any device.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else device
+        return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype)
+                        for g in generator]).to(device)
+
+
+class Prediction(NamedTuple):
+    """A network output expressed both ways: the clean image and the noise, same shape as x_t."""
+    x0: Tensor
+    eps: Tensor
+
+
+class GaussianDiffusion:
+    """Discrete-time Gaussian diffusion (contract: see DESIGN.md). Not an nn.Module."""
+
+    def __init__(self, schedule: str = "linear", timesteps: int = 1000, prediction: str = "eps"):
+        if schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule {schedule!r}: use linear or cosine")
+        if prediction not in ("eps", "x0", "v"):
+            raise ValueError(f"prediction {prediction!r}: use eps, x0 or v")
+        self.schedule, self.timesteps, self.prediction = schedule, timesteps, prediction
+        betas = linear_betas(timesteps) if schedule == "linear" else cosine_betas(timesteps)
+        self.betas = torch.from_numpy(betas)                                   # float64 [T]
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)             # alpha_bar_t, float64 [T]
+
+    # ----------------------------------------------------------------------------- helpers
+    def _at(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """values[t] as [B, 1, ..., 1] in like's dtype and device (gathered in float64)."""
+        out = values.to(t.device)[t].to(like.dtype)
+        return out.reshape(-1, *([1] * (like.dim() - 1)))
+
+    def alpha_bar(self, t: Tensor, like: Tensor) -> Tensor:
+        """alpha_bar_t broadcast like `like`; t = -1 means alpha_bar = 1 (the clean image)."""
+        padded = torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])
+        return self._at(padded, torch.where(t < 0, torch.full_like(t, self.timesteps), t), like)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Forward process (Ho et al. eq. 4): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps, in float32."""
+        x0, noise = x0.float(), noise.float()
+        a = self.alpha_bar(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """What the network is trained to output: eps, x0 or v = sqrt(a) eps - sqrt(1 - a) x0."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        a = self.alpha_bar(t, x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0                        # Salimans & Ho, sec. 4
+
+    def split(self, pred: Tensor, x_t: Tensor, t: Tensor) -> Prediction:
+        """Any prediction -> (x0_hat, eps_hat), using x_t = sqrt(a) x0 + sqrt(1 - a) eps."""
+        pred, x_t = pred.float(), x_t.float()
+        a = self.alpha_bar(t, x_t)
+        if self.prediction == "eps":
+            return Prediction((x_t - (1 - a).sqrt() * pred) / a.sqrt(), pred)
+        if self.prediction == "x0":
+            return Prediction(pred, (x_t - a.sqrt() * pred) / (1 - a).sqrt())
+        return Prediction(a.sqrt() * x_t - (1 - a).sqrt() * pred, (1 - a).sqrt() * x_t + a.sqrt() * pred)
+
+    def snr(self, t: Tensor) -> Tensor:
+        a = self.alphas_cumprod.to(t.device)[t]
+        return a / (1 - a)
+
+    def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor, weighting: str = "none",
+             gamma: float = 5.0) -> Tensor:
+        """Per-sample training loss [B]: mean squared error to `target`, optionally min-SNR-gamma weighted.
+
+        min-SNR (Hang et al. 2023, eq. 10) expressed for each target: the x0-space weight
+        min(SNR, gamma) becomes min(SNR, gamma) / SNR for eps and min(SNR, gamma) / (SNR + 1) for v.
+        """
+        err = (pred.float() - self.target(x0, noise, t).float()).pow(2).flatten(1).mean(1)
+        if weighting == "none":
+            return err
+        snr = self.snr(t)
+        clipped = snr.clamp(max=gamma)
+        weight = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
+        return err * weight.float()
+
+    # ---------------------------------------------------------------------------- sampling
+    def steps_for(self, steps: int | None) -> list[int]:
+        """Descending timesteps for a sampler run: all T, or `steps` evenly spaced that start at
+        T - 1 ('trailing' spacing, Lin et al. 2024: 'leading' spacing never visits the noisiest step)."""
+        if steps is None or steps >= self.timesteps:
+            return list(range(self.timesteps - 1, -1, -1))
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return sorted({int(round(t)) for t in np.linspace(self.timesteps - 1, 0, steps)}, reverse=True)
+
+    @torch.no_grad()
+    def sample(self, denoise: Denoise, shape: Sequence[int], sampler: str = "ddpm", steps: int | None = None,
+               eta: float = 0.0, generator: Generators = None, x_init: Tensor | None = None,
+               strength: float = 1.0, clip: bool = False, device: torch.device | str | None = None,
+               progress: bool = False) -> Tensor:
+        """Draw x_0 [shape] by running `denoise` from noise (or from `x_init` noised to `strength`).
+
+        sampler: "ddpm" (ancestral, posterior variance beta_tilde) or "ddim" (eta: 0 deterministic,
+        1 = DDPM's variance). steps: None = all T. strength in (0, 1]: image-to-image starts at the
+        timestep strength * T from x_init (1 = pure noise; x_init ignored). clip: clamp x0_hat to
+        [-1, 1] and re-derive eps_hat from it so the update stays consistent.
+        """
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"sampler {sampler!r}: use ddpm or ddim")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        device = device or (x_init.device if x_init is not None else "cpu")
+        schedule = self.steps_for(steps if sampler == "ddim" else None)
+        noise = randn(shape, generator, device)
+        if x_init is not None and strength < 1.0:
+            start = strength * self.timesteps - 1
+            schedule = [t for t in schedule if t <= start]
+            if not schedule:
+                return x_init.float().to(device).clone()
+            t0 = torch.full((shape[0],), schedule[0], device=device, dtype=torch.long)
+            x = self.q_sample(x_init.to(device), t0, noise)               # "start from the middle"
+        else:
+            x = noise
+        from tqdm import tqdm
+
+        for i, t in enumerate(tqdm(schedule, desc=sampler, leave=False, disable=not progress)):
+            t_prev = schedule[i + 1] if i + 1 < len(schedule) else -1
+            tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
+            pred = self.split(denoise(x, tt), x, tt)
+            if clip:
+                a = self.alpha_bar(tt, x)
+                x0 = pred.x0.clamp(-1, 1)
+                pred = Prediction(x0, (x - a.sqrt() * x0) / (1 - a).sqrt())
+            stochastic = sampler == "ddpm" or eta > 0
+            z = randn(shape, generator, device) if t_prev >= 0 and stochastic else torch.zeros_like(x)
+            if sampler == "ddpm":
+                x = self.ddpm_step(x, pred, tt, z)
+            else:
+                prev = torch.full_like(tt, t_prev)
+                x = ddim_step(pred, self.alpha_bar(tt, x), self.alpha_bar(prev, x), eta, z)
+        return x
+
+    def ddpm_step(self, x_t: Tensor, pred: Prediction, t: Tensor, noise: Tensor) -> Tensor:
+        """Ancestral step (Ho et al. eqs. 6-7): mean of q(x_{t-1} | x_t, x0_hat) + sqrt(beta_tilde) z."""
+        a_t = self.alpha_bar(t, x_t)
+        a_prev = self.alpha_bar(t - 1, x_t)
+        beta = self._at(self.betas, t, x_t)
+        mean = (a_prev.sqrt() * beta / (1 - a_t)) * pred.x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x_t
+        var = beta * (1 - a_prev) / (1 - a_t)                                 # beta_tilde, eq. 7
+        return mean + var.sqrt() * noise
+
+
+def ddim_step(pred: Prediction, a_t: Tensor, a_prev: Tensor, eta: float, noise: Tensor) -> Tensor:
+    """One DDIM update (Song et al. 2021, eq. 12); sigma from eq. 16. Tensors broadcast as [B, 1, ...]."""
+    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
+    return a_prev.sqrt() * pred.x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * pred.eps + sigma * noise

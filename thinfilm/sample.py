@@ -1,0 +1,244 @@
+"""`python -m thinfilm.sample`: measurements in (raw physical units), frames + manifest out.
+
+Conditions come from a CSV in the researcher's format (`--conditions`), from `--values x1=..,x5=..`
+(omitted columns are unknown, masked out through the per-field conditioning), from a sweep
+(`--sweep x3=0:0.12:9 --base ...`: one value varies, every frame starts from the same noise with
+deterministic DDIM, so the frames differ only by that value) or from a measured series replayed in
+order (`--path test.csv`). `--init-image` + `--strength` draws frames like a given one.
+
+Every frame has its own generator seeded from (--seed, frame index): the same frame at any batch size.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from thinfilm import UserError, checkpoint, cli
+from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
+from thinfilm.diffusion import GaussianDiffusion
+from thinfilm.unet import guided
+
+
+class SampleError(UserError):
+    """Conditions or options that cannot be sampled as given."""
+
+
+def frame_seed(seed: int, index: int) -> int:
+    """The generator seed of frame `index` of a run with --seed `seed`."""
+    return seed * 1_000_003 + index
+
+
+@torch.no_grad()
+def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], *, sampler: str,
+             steps: int | None, eta: float, guidance: float, clip: bool, batch_size: int,
+             device: torch.device | str, x_init: Tensor | None = None, strength: float = 1.0,
+             autocast: torch.dtype | None = None, progress: bool = False) -> Tensor:
+    """Frames for normalised conditions cond [N, C] (NaN = unknown), one generator per frame:
+    returns float [N, 1, R, R] in [-1, 1] on the CPU."""
+    device = torch.device(device)
+    r = net.resolution
+    out = []
+    for lo in range(0, len(cond), max(1, batch_size)):
+        chunk = cond[lo:lo + batch_size].to(device)
+        gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + batch_size]]
+        init = None if x_init is None else x_init.expand(len(chunk), -1, -1, -1).to(device)
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            x = diffusion.sample(guided(net, chunk, guidance), (len(chunk), 1, r, r), sampler, steps, eta, gens,
+                                 x_init=init, strength=strength, clip=clip, device=device, progress=progress)
+        out.append(x.float().cpu())
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------- conditions
+def parse_values(text: str, columns: Sequence[str], flag: str = "--values") -> np.ndarray:
+    """'x1=0.02,x5=1300' -> raw vector [C] with NaN for omitted (unknown) columns."""
+    row = np.full(len(columns), np.nan)
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in columns:
+            raise SampleError(f"{flag} {item!r}: expected COLUMN=VALUE with COLUMN one of {', '.join(columns)}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SampleError(f"{flag} {key}={raw!r}: not a number") from None
+        if not math.isfinite(value):
+            raise SampleError(f"{flag} {key}={raw}: give a finite number (omit a column to leave it unknown)")
+        row[columns.index(key)] = value
+    return row
+
+
+def parse_base(text: str, columns: Sequence[str]) -> np.ndarray:
+    """--base 'CSV:ROW' (1-based data row) or 'x1=..,x2=..' -> raw vector [C]."""
+    path, sep, row = text.rpartition(":")
+    if sep and row.isdigit() and Path(path).suffix.lower() == ".csv":
+        table = read_table(path, columns, need_paths=False)
+        i = int(row)
+        if not 1 <= i <= len(table):
+            raise SampleError(f"--base {text}: {path} has data rows 1..{len(table)}")
+        return table.values[i - 1]
+    return parse_values(text, columns, "--base")
+
+
+def parse_sweep(text: str, columns: Sequence[str]) -> tuple[int, np.ndarray]:
+    """'x3=0:0.12:9' -> (column index, 9 evenly spaced values from 0 to 0.12)."""
+    key, sep, spec = text.partition("=")
+    parts = spec.split(":")
+    if not sep or key.strip() not in columns or len(parts) != 3:
+        raise SampleError(f"--sweep {text!r}: expected COLUMN=START:STOP:COUNT with COLUMN one of {', '.join(columns)}")
+    try:
+        start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise SampleError(f"--sweep {text!r}: START and STOP must be numbers, COUNT an integer") from None
+    if count < 1:
+        raise SampleError(f"--sweep {text!r}: COUNT must be at least 1")
+    return columns.index(key.strip()), np.linspace(start, stop, count)
+
+
+def extrapolation_warnings(values: np.ndarray, norm: Normalizer) -> list[str]:
+    """One line per column with requested values outside the training range."""
+    lines = []
+    for j, col in enumerate(norm.columns):
+        v = values[:, j][np.isfinite(values[:, j])]
+        out = v[(v < norm.low[j]) | (v > norm.high[j])]
+        if len(out):
+            lines.append(f"warning: {col}: {len(out)} value(s) outside the training range "
+                         f"{norm.low[j]:.6g}..{norm.high[j]:.6g} (e.g. {out[0]:.6g}): extrapolation")
+    return lines
+
+
+def conditions_from(args: argparse.Namespace, norm: Normalizer) -> np.ndarray:
+    """The raw condition rows [N, C] the arguments ask for (NaN = unknown)."""
+    cols = norm.columns
+    sources = [s for s in ("conditions", "values", "sweep", "path") if getattr(args, s)]
+    if len(sources) > 1:
+        raise SampleError(f"give one of --conditions, --values, --sweep, --path (got {', '.join(sources)})")
+    if not sources:
+        if args.init_image:
+            return np.full((1, len(cols)), np.nan)
+        raise SampleError("no conditions: give --conditions CSV, --values x1=...,  --sweep or --path")
+    if args.conditions or args.path:
+        csv = args.conditions or args.path
+        try:
+            return read_table(csv, cols, need_paths=False).values
+        except DataError as err:
+            raise SampleError(f"{err} (the checkpoint was trained on columns {', '.join(cols)})") from None
+    if args.values:
+        return parse_values(args.values, cols)[None]
+    j, sweep = parse_sweep(args.sweep, cols)
+    base = parse_base(args.base, cols) if args.base else np.full(len(cols), np.nan)
+    rows = np.repeat(base[None], len(sweep), axis=0)
+    rows[:, j] = sweep
+    return rows
+
+
+# ------------------------------------------------------------------------------------- output
+def write_outputs(frames: np.ndarray, raw: np.ndarray, seeds: Sequence[int], columns: Sequence[str], out: Path,
+                  roi: Sequence[int], full_aspect: bool, film: bool) -> None:
+    """NNNN.png, manifest.csv, grid.png; optionally full-aspect frames and a film (strip.png, film.gif)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    digits = max(4, len(str(len(frames) - 1)))
+    names = [f"{i:0{digits}d}.png" for i in range(len(frames))]
+    for name, f in zip(names, frames):
+        Image.fromarray(f).save(out / name)
+        if full_aspect:
+            (out / "full").mkdir(exist_ok=True)
+            Image.fromarray(f).resize((roi[3], roi[2]), Image.Resampling.BICUBIC).save(out / "full" / name)
+    manifest = pd.DataFrame(raw, columns=list(columns))
+    manifest.insert(0, "file", names)
+    manifest["seed"] = list(seeds)
+    manifest.to_csv(out / "manifest.csv", index=False, float_format="%.9g", na_rep="")
+    shown = torch.from_numpy(frames[:64]).unsqueeze(1)
+    grid = make_grid(shown, nrow=min(8, len(shown)), padding=2, pad_value=255)[0].numpy()
+    Image.fromarray(grid).save(out / "grid.png")
+    if film:
+        Image.fromarray(np.concatenate(list(frames), axis=1)).save(out / "strip.png")
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(out / "film.gif", save_all=True, append_images=images[1:], duration=120, loop=0)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m thinfilm.sample", description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", required=True, help="checkpoint .pt or run folder")
+    p.add_argument("--out", required=True, help="output folder")
+    src = p.add_argument_group("conditions (one of)")
+    src.add_argument("--conditions", help="CSV in the researcher's format (filepath column optional, ignored)")
+    src.add_argument("--values", help="x1=...,x5=... ; omitted columns are unknown")
+    src.add_argument("--sweep", help="COLUMN=START:STOP:COUNT, other columns from --base")
+    src.add_argument("--base", help="for --sweep: CSV:ROW (1-based) or x1=...,x2=...")
+    src.add_argument("--path", help="replay a measured series CSV in order (writes film.gif and strip.png)")
+    p.add_argument("--n-per-condition", type=int, default=1)
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--eta", type=float, default=None)
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--no-clip", action="store_true", help="do not clamp x0 predictions to [-1, 1]")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--init-image", help="image-to-image: a frame (cropped with the checkpoint's ROI)")
+    p.add_argument("--strength", type=float, default=0.5, help="image-to-image noise level in (0, 1]")
+    p.add_argument("--full-aspect", action="store_true", help="also write frames at the ROI's aspect in full/")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loaded = checkpoint.load_model(args.ckpt, ema=not args.no_ema, device=device)
+    cfg, norm = loaded.config, loaded.normalizer
+    s = cfg.sample
+    sampler, steps, eta = args.sampler or s.sampler, args.steps or s.steps, s.eta if args.eta is None else args.eta
+    guidance = s.guidance if args.guidance is None else args.guidance
+    if args.n_per_condition < 1:
+        raise SampleError("--n-per-condition must be at least 1")
+    if not 0 < args.strength <= 1:
+        raise SampleError(f"--strength {args.strength}: must be in (0, 1]")
+
+    raw = np.repeat(conditions_from(args, norm), args.n_per_condition, axis=0)
+    for line in extrapolation_warnings(raw, norm):
+        print(line)
+    unknown = [c for j, c in enumerate(norm.columns) if np.isnan(raw[:, j]).any()]
+    if unknown:
+        print(f"unknown (masked out, the model fills them in): {', '.join(unknown)}")
+    if args.sweep:
+        if (sampler, eta) != ("ddim", 0.0):
+            print("sweep: using deterministic DDIM (eta 0) so the frames differ only by the swept value")
+        sampler, eta = "ddim", 0.0
+        seeds = [frame_seed(args.seed, i % args.n_per_condition) for i in range(len(raw))]
+    else:
+        seeds = [frame_seed(args.seed, i) for i in range(len(raw))]
+    x_init = None
+    if args.init_image:
+        try:
+            x_init = to_network(load_frame(Path(args.init_image), cfg.data.roi, cfg.data.resolution))[None]
+        except DataError as err:
+            raise SampleError(f"--init-image: {err}") from None
+
+    diffusion = GaussianDiffusion(cfg.diffusion.schedule, cfg.diffusion.timesteps, cfg.diffusion.prediction)
+    autocast = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    x = generate(loaded.net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
+                 guidance=guidance, clip=s.clip and not args.no_clip, batch_size=args.batch_size or s.batch_size,
+                 device=device, x_init=x_init, strength=args.strength if x_init is not None else 1.0,
+                 autocast=autocast, progress=not args.quiet)
+    out = Path(args.out)
+    write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
+                  film=bool(args.sweep or args.path))
+    print(f"wrote {len(x)} frames ({sampler}, {len(diffusion.steps_for(steps if sampler == 'ddim' else None))} "
+          f"steps, guidance {guidance}) and manifest.csv to {out}")
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,258 @@
+"""The built-in tensile-test simulator, its frame renderer, and the measurement of what a frame shows.
+
+Each series is one PMMA film specimen pulled to fracture (calibrated on DOMAIN.md): an idle period,
+a near-linear rise to a stress peak of ~41 MPa at strain ~0.027, softening towards ~36 MPa with the
+strain rate doubled after the peak, fracture at strain 0.08..0.125 with a 35..42 px recoil of both
+gauge distances, and a few frames after it. Measurements follow the researcher's relations:
+x2 = 2000 * x1 (stress = load / 5e-4 mm^2), x3 = (x5 - d0A) / d0A, x4 = (x6 - d0B) / d0B,
+x7 = -x4 / x3 of the *previous* frame, x8 = stage position (+ a constant step per frame).
+
+Frames are full 2452 x 2056 8-bit camera images; the specimen lies in the ROI rows 678..1444.
+
+What drives what you see (the rest is invisible by construction):
+
+| value         | visible feature                                                                   |
+|---------------|-----------------------------------------------------------------------------------|
+| x5            | horizontal distance between the two dark marks of pair A (upper band of the strip) |
+| x6            | the same for pair B (lower band)                                                  |
+| x3, x4        | through x5, x6 (d0 differs per series) and through crazes and strip height        |
+| x1, x2 with x3| crazes: bright bands across the strip whose total opening is the plastic strain   |
+|               | x3 - x2 / E, so they appear near the stress peak and widen; after fracture (load  |
+|               | ~ 0) a dark gap through the strip                                                 |
+| x3            | strip height contracts by Poisson's ratio 0.38 times the strain                    |
+| x7            | invisible: a lagged ratio of label noise                                          |
+| x8            | invisible: an absolute stage offset per series                                    |
+
+`measure()` reads those features back from ROI frames at any resolution; `FEATURES` names them.
+Not simulated: marker-tracking failures (the real data1's x6 jumps), speckle, grips.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+WIDTH, HEIGHT = 2452, 2056
+ROI = (678, 0, 767, 2452)                     # top, left, height, width
+CENTER_ROW = ROI[0] + ROI[2] / 2              # the strip's axis
+HALF_HEIGHT = 280.0                           # unstrained strip half-height, px
+POISSON = 0.38
+MARK_WIDTH = 44.0
+BACKGROUND, STRIP, WHITE, MARK_DEPTH = 50.0, 140.0, 90.0, 110.0
+AREA_FACTOR = 2000.0                          # x2 = 2000 * x1
+LOAD_STEP = 8.19e-6                           # load quantisation, N
+FEATURES = ("sep_a", "sep_b", "whitening", "gap", "height")
+
+
+class Series(NamedTuple):
+    """One simulated specimen: per-frame true state and the 8 measurements, shape [N] each."""
+    strain: np.ndarray          # true gauge strain (A)
+    plastic: np.ndarray         # plastic strain driving the crazes
+    broken: np.ndarray          # bool, after fracture
+    sep_a: np.ndarray           # rendered mark separations, px (= x5, x6)
+    sep_b: np.ndarray
+    values: np.ndarray          # [N, 8] x1..x8
+    center: float               # specimen centre column
+    crazes: np.ndarray          # [K] craze sites, relative position in the gauge (-0.35..0.35)
+    onsets: np.ndarray          # [K] plastic strain at which each craze opens
+    d0: float
+    gap_width: float
+
+
+def stress_strain(strain: np.ndarray, modulus: float, peak: float, peak_strain: float,
+                  plateau: float, decay: float) -> np.ndarray:
+    """Engineering stress (MPa): a power-law rise with initial slope `modulus`, then softening."""
+    n = modulus * peak_strain / peak
+    rise = peak * (1 - np.clip(1 - strain / peak_strain, 0, 1) ** n)
+    soft = plateau + (peak - plateau) * np.exp(-(strain - peak_strain) / decay)
+    return np.where(strain < peak_strain, rise, soft)
+
+
+def simulate(index: int, n_frames: int, seed: int) -> Series:
+    """Simulate series `index` with `n_frames` frames, deterministically from (seed, index)."""
+    rng = np.random.default_rng([seed, index])
+    d0a = rng.uniform(1240, 1300)
+    d0b = d0a + rng.uniform(-8, 8)
+    modulus = rng.uniform(2300, 2600)
+    peak, peak_strain = rng.uniform(40.7, 41.2), rng.uniform(0.025, 0.029)
+    plateau, decay = rng.uniform(35.5, 36.2), rng.uniform(0.02, 0.03)
+    fracture = rng.uniform(0.08, 0.125)
+    idle, after = int(rng.integers(2, 4)), int(rng.integers(3, 6))
+    loading = n_frames - idle - after
+    if loading < 4:
+        raise ValueError(f"a series needs at least {idle + after + 4} frames, got {n_frames}")
+    # strain rate doubles after the peak (localisation): peak_strain/d + (fracture-peak_strain)/(2d) = loading
+    d = (peak_strain + (fracture - peak_strain) / 2) / loading
+    strain = np.zeros(n_frames)
+    for i in range(idle + 1, idle + loading):
+        strain[i] = strain[i - 1] + (d if strain[i - 1] < peak_strain else 2 * d)
+    strain[idle + loading:] = fracture
+    strain[idle + loading - 1] = fracture
+    broken = np.arange(n_frames) >= idle + loading
+    stress = stress_strain(strain, modulus, peak, peak_strain, plateau, decay)
+    plastic = np.maximum(strain - stress / modulus, 0.0)
+    stress = np.where(broken, 0.0, stress) + rng.normal(0, 0.2, n_frames)
+
+    strain_b = strain * (1 + rng.uniform(-0.05, 0.05)) + rng.normal(0, 2e-5, n_frames)
+    jump = np.where(broken, 1.0, 0.0)
+    sep_a = d0a * (1 + strain + rng.normal(0, 2e-5, n_frames)) + jump * rng.uniform(35, 42)
+    sep_b = d0b * (1 + strain_b) + jump * rng.uniform(35, 42)
+    x1 = np.round(stress / AREA_FACTOR / LOAD_STEP) * LOAD_STEP
+    x3, x4 = (sep_a - d0a) / d0a, (sep_b - d0b) / d0b
+    ratio = -x4 / np.where(np.abs(x3) < 1e-9, 1e-9, x3)
+    x7 = np.concatenate([ratio[:1], ratio[:-1]])                  # lagged by one frame
+    moving = np.maximum(np.arange(n_frames) - idle + 1, 0)
+    x8 = rng.uniform(11.5, 13.0) + moving * 0.37 / (n_frames - idle)
+    values = np.stack([x1, AREA_FACTOR * x1, x3, x4, sep_a, sep_b, x7, x8], axis=1)
+
+    k = 12
+    return Series(strain=strain, plastic=plastic, broken=broken, sep_a=sep_a, sep_b=sep_b, values=values,
+                  center=WIDTH / 2 + rng.uniform(-30, 30), crazes=rng.uniform(-0.35, 0.35, k),
+                  onsets=np.sort(rng.uniform(0.0, 0.012, k)), d0=d0a, gap_width=rng.uniform(30, 45))
+
+
+def _box(u: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float, blur: float = 1.5) -> np.ndarray:
+    """A box from lo to hi with soft (logistic) edges of width `blur` px: optics, not aliasing."""
+    return 0.5 * (np.tanh((u - lo) / (2 * blur)) - np.tanh((u - hi) / (2 * blur)))
+
+
+def render(series: Series, i: int, rng: np.random.Generator) -> np.ndarray:
+    """Frame `i` of `series` as a uint8 [2056, 2452] camera image."""
+    x = np.arange(WIDTH, dtype=np.float32)
+    top, _, height, _ = ROI
+    y = np.arange(top, top + height, dtype=np.float32)
+    strain, c = series.strain[i], series.center
+    half = HALF_HEIGHT * (1 - POISSON * strain)
+    gain = 1 - 0.08 * ((x - WIDTH / 2) / WIDTH) ** 2              # vignetting
+
+    # crazes: bright bands whose openings add up to the plastic strain over the gauge length
+    active = np.maximum(series.plastic[i] - series.onsets, 0)
+    opening = active / max(active.sum(), 1e-12) * series.plastic[i] * series.d0
+    sites = c + series.crazes * series.d0 / 2 * (1 + strain)
+    width = np.where(active > 0, 3 * opening + 4, 0)
+    across = np.clip(_box(x[:, None], sites - width / 2, sites + width / 2).sum(1), 0, 1.2)
+    level = STRIP + WHITE * across
+    if series.broken[i]:                                          # the specimen splits at the widest craze
+        site = sites[np.argmax(opening)]
+        level = level * (1 - _box(x, site - series.gap_width / 2, site + series.gap_width / 2))
+    rows = _box(y, CENTER_ROW - half, CENTER_ROW + half, 2.0)
+    roi = BACKGROUND + np.outer(rows, (level - BACKGROUND) * gain)
+
+    for sep, sign in ((series.sep_a[i], -1), (series.sep_b[i], 1)):
+        band = _box(y, *sorted((CENTER_ROW + sign * 0.25 * half, CENTER_ROW + sign * 0.75 * half)))
+        marks = (_box(x, c - sep / 2 - MARK_WIDTH / 2, c - sep / 2 + MARK_WIDTH / 2)
+                 + _box(x, c + sep / 2 - MARK_WIDTH / 2, c + sep / 2 + MARK_WIDTH / 2))
+        roi -= MARK_DEPTH * np.outer(band, marks)
+    roi += 3.0 * rng.standard_normal(roi.shape, dtype=np.float32)  # sensor noise
+
+    frame = np.full((HEIGHT, WIDTH), BACKGROUND, dtype=np.float32)
+    frame[top:top + height] = roi
+    return np.clip(frame, 0, 255).round().astype(np.uint8)
+
+
+def generate(out: str | Path, n_series: int = 10, n_frames: int = 50, seed: int = 0,
+             progress: bool = True) -> pd.DataFrame:
+    """Write series `data1..dataN` of TIFF frames under `out`; return the table in the seed's format.
+
+    `filepath` holds Windows paths from a made-up collection machine, like the researcher's CSVs;
+    the loader rebases them onto the CSV's folder (or `data.root`).
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    rows = []
+    bar = tqdm(total=n_series * n_frames, desc="synthesising frames", unit="frame", disable=not progress)
+    for s in range(1, n_series + 1):
+        series = simulate(s, n_frames, seed)
+        rng = np.random.default_rng([seed, s, 1])
+        (out / f"data{s}").mkdir(parents=True, exist_ok=True)
+        for i in range(n_frames):
+            name = f"data{s}/{i + 1:04d}.tif"
+            Image.fromarray(render(series, i, rng)).save(out / name, compression="tiff_lzw")
+            rows.append([f"C:\\dev\\dataset\\ThinFilm\\synthetic\\data{s}\\{i + 1:04d}.tif",
+                         *series.values[i]])
+            bar.update()
+    bar.close()
+    return pd.DataFrame(rows, columns=["filepath"] + [f"x{j}" for j in range(1, 9)])
+
+
+def _centroid(profile: np.ndarray, lo: int, hi: int) -> float:
+    """Sub-pixel centre of the darkest blob in profile[lo:hi] (darkness-weighted, above 30 % of peak)."""
+    window = profile[lo:hi]
+    dark = np.median(window) - window
+    dark = np.maximum(dark - 0.3 * dark.max(), 0)
+    return lo + float((dark * np.arange(len(window))).sum() / max(dark.sum(), 1e-12))
+
+
+def measure(frames: np.ndarray) -> np.ndarray:
+    """What ROI frames show: [N, R, R] (float in [0, 1] or uint8) -> [N, len(FEATURES)].
+
+    sep_a, sep_b: mark separations in original px; whitening, gap: mean brightness above / below
+    the bare strip in the gauge centre (8-bit levels); height: strip height in original px.
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    if frames.max() <= 1.0 + 1e-6:
+        frames = frames * 255
+    n, r, _ = frames.shape
+    px_x, px_y = ROI[3] / r, ROI[2] / r
+    band = lambda v0, v1: slice(int(round(v0 * r)), max(int(round(v1 * r)), int(round(v0 * r)) + 1))  # noqa: E731
+    cols = slice(int(0.38 * r), int(round(0.62 * r)))
+    out = np.zeros((n, len(FEATURES)))
+    for k, f in enumerate(frames):
+        for j, rows in enumerate((band(0.25, 0.39), band(0.61, 0.75))):
+            p = f[rows].mean(0)
+            left = _centroid(p, int(0.10 * r), int(0.37 * r))
+            right = _centroid(p, int(0.63 * r), int(0.90 * r))
+            out[k, j] = (right - left) * px_x
+        centre = f[band(0.45, 0.55), cols]
+        out[k, 2] = np.maximum(centre - STRIP, 0).mean()
+        out[k, 3] = np.maximum(STRIP - centre, 0).mean()
+        profile = f[:, cols].mean(1)
+        mid = (BACKGROUND + STRIP) / 2
+        out[k, 4] = (r - _crossing(profile[::-1], mid) - _crossing(profile, mid)) * px_y
+    return out
+
+
+def _crossing(profile: np.ndarray, level: float) -> float:
+    """Sub-pixel position where `profile` first rises through `level` (from index 0)."""
+    above = np.nonzero(profile >= level)[0]
+    if len(above) == 0 or above[0] == 0:
+        return 0.0
+    i = above[0]
+    return i - 1 + (level - profile[i - 1]) / max(profile[i] - profile[i - 1], 1e-12) + 0.5
+
+
+def correlations(shown: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
+    """Pearson correlation per feature between two [N, F] feature tables (NaN where constant)."""
+    result = {}
+    for j, name in enumerate(FEATURES):
+        a, b = shown[:, j], wanted[:, j]
+        ok = a.std() > 0 and b.std() > 0
+        result[name] = float(np.corrcoef(a, b)[0, 1]) if ok else math.nan
+    return result
+
+
+def residual_noise(frames: np.ndarray) -> np.ndarray:
+    """Per-frame std (8-bit levels) of a patch of bare strip that should be flat: [N, R, R] -> [N]."""
+    frames = np.asarray(frames, dtype=np.float64)
+    if frames.max() <= 1.0 + 1e-6:
+        frames = frames * 255
+    r = frames.shape[-1]
+    rows = slice(int(0.45 * r), max(int(round(0.55 * r)), int(0.45 * r) + 2))
+    cols = slice(int(0.02 * r), max(int(round(0.10 * r)), int(0.02 * r) + 2))
+    return frames[:, rows, cols].reshape(len(frames), -1).std(1)
+
+
+def fidelity(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """How well generated frames show what their conditions command, row i of each being the same
+    condition: the correlation of every visible feature between generated and real frames, and the
+    residual noise of each (flat-strip std, 8-bit levels)."""
+    shown, wanted = measure(generated), measure(real)
+    result = {f"corr_{k}": v for k, v in correlations(shown, wanted).items()}
+    result["noise_generated"] = float(residual_noise(generated).mean())
+    result["noise_real"] = float(residual_noise(real).mean())
+    return result

@@ -1,0 +1,535 @@
+"""The training loop (`python -m thinfilm.train`): AMP, EMA, accumulation, exact resume, DDP, logging.
+
+One optimiser step consumes a *global* batch of batch_size x grad_accum x world_size frames. Its
+frame indices, noise, timesteps and condition-dropout masks are drawn for the whole global batch
+from streams seeded by `train.seed` (the same on every rank), and each rank takes its slice: so a
+run on N processes computes the same update as one process with an N-times larger micro-batch,
+checkpoints move freely between world sizes, and a resumed run continues bit for bit.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from thinfilm import UserError, checkpoint, cli
+from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml
+from thinfilm.data import Normalizer, Split, load_splits, to_network, to_uint8
+from thinfilm.diffusion import GaussianDiffusion
+from thinfilm.sample import frame_seed, generate
+from thinfilm.unet import UNet
+
+
+class TrainingError(UserError):
+    """Training cannot go on (diverged, run folder taken, nothing to resume)."""
+
+
+# ------------------------------------------------------------------------------------ pieces
+class EMA:
+    """Exponential moving average of a model's parameters and buffers, with the warm-up of
+    diffusers' EMAModel: decay = min(max_decay, 1 - (1 + step / inv_gamma) ** -power)."""
+
+    def __init__(self, model: nn.Module, max_decay: float, inv_gamma: float, power: float):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.max_decay, self.inv_gamma, self.power = max_decay, inv_gamma, power
+
+    def decay(self, step: int) -> float:
+        return min(self.max_decay, max(0.0, 1 - (1 + step / self.inv_gamma) ** -self.power))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> float:
+        """Move the average towards `model` (one fused lerp over all parameters); copy buffers."""
+        d = self.decay(step)
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
+        for mine, theirs in zip(self.model.buffers(), model.buffers()):
+            mine.copy_(theirs)
+        return d
+
+
+class DataOrder:
+    """Global batches of frame indices: a fresh permutation per epoch, seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+
+    def _perm(self) -> Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+
+    def take(self, count: int) -> Tensor:
+        parts = []
+        while count > 0:
+            if self.pos >= self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+            part = self._perm()[self.pos:self.pos + count]
+            self.pos += len(part)
+            count -= len(part)
+            parts.append(part)
+        return torch.cat(parts)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+
+
+def lr_lambda(cfg: Config):
+    """Linear warm-up, then cosine decay to zero at train.steps (or constant)."""
+    warm, total = cfg.train.warmup_steps, cfg.train.steps
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.train.lr_schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    return factor
+
+
+def precision_of(cfg: Config, device: torch.device) -> str:
+    if cfg.train.precision != "auto":
+        return cfg.train.precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) run."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(cfg: Config, ddp: Dist) -> torch.device:
+    want = cfg.train.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainingError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
+        torch.cuda.set_device(ddp.local_rank)
+        return torch.device("cuda", ddp.local_rank)
+    return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------ run dir
+@dataclass
+class RunDir:
+    """`<out_dir>/<run>/`: config.toml, checkpoints/, tb/, samples/."""
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def tb(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+
+def new_run_dir(cfg: Config, check: bool = True) -> RunDir:
+    name = cfg.train.run_name or f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    path = Path(cfg.train.out_dir) / name
+    if check and path.exists():
+        raise TrainingError(f"run folder {path} already exists and is never overwritten; set "
+                            "train.run_name to a new name or continue it with --resume")
+    return RunDir(path)
+
+
+def find_checkpoint(resume: str, out_dir: str) -> Path:
+    """--resume RUN_DIR | CKPT | latest -> the checkpoint file to continue from."""
+    if resume == "latest":
+        runs = sorted(Path(out_dir).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise TrainingError(f"--resume latest: no run with checkpoints/last.pt under {out_dir}")
+        return runs[-1]
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise TrainingError(f"--resume {resume}: no checkpoint there (give a run folder, a .pt file or 'latest')")
+    return path
+
+
+# ------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """Owns the network, optimiser, EMA, data order and RNG streams; `step()` is one update."""
+
+    def __init__(self, cfg: Config, train: Split, test: Split, normalizer: Normalizer, device: torch.device,
+                 ddp: Dist = Dist()):
+        self.cfg, self.train, self.test, self.normalizer, self.device, self.ddp = \
+            cfg, train, test, normalizer, device, ddp
+        t = cfg.train
+        torch.manual_seed(t.seed)
+        self.net = UNet.from_config(cfg).to(device)
+        self.ema = EMA(self.net, t.ema_max_decay, t.ema_inv_gamma, t.ema_power)
+        self.model: nn.Module = self.net
+        if ddp.world > 1:
+            self.model = DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None)
+        if t.compile:
+            self.net.compile()                  # in place: state-dict keys keep their names
+        self.diffusion = GaussianDiffusion(cfg.diffusion.schedule, cfg.diffusion.timesteps, cfg.diffusion.prediction)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=tuple(t.betas),
+                                     weight_decay=t.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.precision = precision_of(cfg, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.order = DataOrder(len(train.frames), t.seed)
+        self.gen = torch.Generator(device).manual_seed(t.seed + 1)
+        self.step_count, self.bad_in_row, self.bad_total = 0, 0, 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.train.batch_size * self.cfg.train.grad_accum * self.ddp.world
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    def _draws(self, g: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Noise, timesteps and condition-dropout masks for a global batch of g (same on every rank)."""
+        r = self.cfg.data.resolution
+        noise = torch.randn(g, 1, r, r, generator=self.gen, device=self.device)
+        t = torch.randint(0, self.diffusion.timesteps, (g,), generator=self.gen, device=self.device)
+        c = len(self.cfg.data.columns)
+        fields = torch.rand(g, c, generator=self.gen, device=self.device) < self.cfg.train.field_drop_prob
+        whole = torch.rand(g, generator=self.gen, device=self.device) < self.cfg.train.cond_drop_prob
+        return noise, t, fields, whole
+
+    def step(self) -> dict[str, Any]:
+        """One optimiser step over a global batch; returns detached statistics for logging."""
+        tc, start = self.cfg.train, time.perf_counter()
+        g, b, accum = self.global_batch, tc.batch_size, tc.grad_accum
+        idx = self.order.take(g)
+        noise, t, fields, whole = self._draws(g)
+        frames = torch.from_numpy(np.asarray(self.train.frames[idx.numpy()]))
+        cond = self.train.conditions[idx].to(self.device, non_blocking=True)
+        cond = cond.masked_fill(fields | whole[:, None], float("nan"))
+        x0 = to_network(frames.to(self.device, non_blocking=True))
+        data_time = time.perf_counter() - start
+
+        losses = torch.zeros(g, device=self.device)
+        for j in range(accum):
+            lo = (j * self.ddp.world + self.ddp.rank) * b
+            part = slice(lo, lo + b)
+            sync = j == accum - 1 or self.ddp.world == 1
+            with (nullcontext() if sync else self.model.no_sync()):
+                x_t = self.diffusion.q_sample(x0[part], t[part], noise[part])
+                with self._autocast():
+                    pred = self.model(x_t, t[part], cond[part])
+                loss = self.diffusion.loss(pred, x0[part], noise[part], t[part],
+                                           self.cfg.diffusion.loss_weighting, self.cfg.diffusion.min_snr_gamma)
+                self.scaler.scale(loss.mean() / accum).backward()
+            losses[part] = loss.detach()
+        if self.ddp.world > 1:
+            dist.all_reduce(losses)             # every rank filled its own slices; the sum fills all
+
+        self.scaler.unscale_(self.opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
+        finite = bool(torch.isfinite(losses).all() and torch.isfinite(grad_norm))
+        decay = float("nan")
+        if finite:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            decay = self.ema.update(self.net, self.step_count)
+            self.bad_in_row = 0
+        else:
+            self.scaler.update()
+            self.bad_in_row += 1
+            self.bad_total += 1
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        self.step_count += 1
+        if self.bad_in_row > tc.max_bad_steps:
+            raise TrainingError(f"{self.bad_in_row} non-finite steps in a row at step {self.step_count}: "
+                                "training diverged; lower train.lr or use train.precision=fp32/bf16 "
+                                "(the last good checkpoint is untouched)")
+        return {"loss": losses, "t": t, "grad_norm": grad_norm.detach(), "decay": decay, "finite": finite,
+                "data_time": data_time, "time": time.perf_counter() - start}
+
+    # -------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "gen": self.gen.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"model": self.net.state_dict(), "ema": self.ema.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": self.step_count, "data_order": self.order.state_dict(),
+                "rng": rng, "bad_steps": self.bad_total, "config": self.cfg.to_dict(),
+                "normalizer": self.normalizer.to_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.ema.model.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.order.load_state_dict(state["data_order"])
+        self.step_count, self.bad_total = int(state["step"]), int(state.get("bad_steps", 0))
+        torch.set_rng_state(state["rng"]["torch"])
+        self.gen.set_state(state["rng"]["gen"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def save(self, run: RunDir) -> Path | None:
+        """Write checkpoints/step_XXXXXXX.pt and point last.pt at it; prune to keep_checkpoints.
+        A model with a non-finite weight is never written over a good checkpoint."""
+        if not (checkpoint.all_finite(self.net) and checkpoint.all_finite(self.ema.model)):
+            print(f"warning: non-finite weights at step {self.step_count}; checkpoint NOT written")
+            return None
+        path = run.checkpoints / f"step_{self.step_count:07d}.pt"
+        checkpoint.save(self.state_dict(), path)
+        checkpoint.publish_last(path)
+        keep = max(1, self.cfg.train.keep_checkpoints)
+        for old in sorted(run.checkpoints.glob("step_*.pt"))[:-keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    # -------------------------------------------------------------------------- sampling
+    def preview(self, cond: Tensor, seed: int = 0) -> Tensor:
+        """EMA samples for normalised conditions [n, C] with the config's sampler: [n, 1, R, R] on the CPU."""
+        s = self.cfg.sample
+        return generate(self.ema.model, self.diffusion, cond, [frame_seed(seed, i) for i in range(len(cond))],
+                        sampler=s.sampler, steps=s.steps, eta=s.eta, guidance=s.guidance, clip=s.clip,
+                        batch_size=s.batch_size, device=self.device,
+                        autocast=self.amp_dtype)
+
+
+# ------------------------------------------------------------------------------------ logging
+class Logger:
+    """tensorboard scalars and images, accumulated between log steps (one device sync per log)."""
+
+    def __init__(self, run: RunDir, cfg: Config, timesteps: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run.tb))
+        self.writer.add_text("config", "```\n" + to_toml(cfg) + "\n```", 0)
+        self.timesteps, self.every = timesteps, cfg.train.log_every
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum, self.count = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+        self.images = self.time = self.data_time = 0.0
+        self.grad_norm, self.steps, self.decay = 0.0, 0, float("nan")
+
+    def record(self, stats: dict[str, Any], lr: float, step: int, bad_total: int) -> tuple[float, float] | None:
+        """Accumulate one step; on a log step write the means and return (loss, images/s)."""
+        q = (stats["t"] * 4 // self.timesteps).clamp(max=3).cpu()
+        loss = stats["loss"].double().cpu()
+        self.loss_sum.index_add_(0, q, loss)
+        self.count.index_add_(0, q, torch.ones_like(loss))
+        self.images += len(loss)
+        self.time += stats["time"]
+        self.data_time += stats["data_time"]
+        self.grad_norm += float(stats["grad_norm"])
+        self.steps += 1
+        self.decay = stats["decay"] if stats["finite"] else self.decay
+        if step % self.every and step != 1:
+            return None
+        mean = float(self.loss_sum.sum() / self.count.sum().clamp(min=1))
+        w = self.writer
+        w.add_scalar("train/loss", mean, step)
+        for i in range(4):
+            if self.count[i] > 0:
+                w.add_scalar(f"train/loss_t_quartile_{i}", float(self.loss_sum[i] / self.count[i]), step)
+        w.add_scalar("train/lr", lr, step)
+        w.add_scalar("train/grad_norm", self.grad_norm / self.steps, step)
+        w.add_scalar("train/ema_decay", self.decay, step)
+        w.add_scalar("train/images_per_s", self.images / max(self.time, 1e-9), step)
+        w.add_scalar("train/data_wait_fraction", self.data_time / max(self.time, 1e-9), step)
+        w.add_scalar("train/bad_steps", bad_total, step)
+        rate = self.images / max(self.time, 1e-9)
+        self._reset()
+        return mean, rate
+
+
+def grid(rows: list[Tensor]) -> Tensor:
+    """Rows of [n, 1, R, R] images in [-1, 1] -> one [1, H, W] image in [0, 1] (tensorboard / PNG)."""
+    from torchvision.utils import make_grid
+
+    return make_grid(torch.cat(rows), nrow=len(rows[0]), padding=2, pad_value=1.0).add(1).div(2).clamp(0, 1)[:1]
+
+
+def save_png(image: Tensor, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+# ------------------------------------------------------------------------------------ main
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m thinfilm.train", description="Train the conditional diffusion model.")
+    add_config_args(p)
+    p.add_argument("--resume", default=None, metavar="RUN_DIR|CKPT|latest",
+                   help="continue a run in its own folder, from its last (or the given) checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    # ---- build
+    state = None
+    if args.resume:
+        out_dir = load_config(args.config, args.overrides).train.out_dir
+        ckpt = find_checkpoint(args.resume, out_dir)
+        state = checkpoint.load(ckpt)
+        cfg = checkpoint.config_of(state)
+        apply_overrides(cfg, args.overrides)          # e.g. train.steps=... to train longer
+        run = RunDir(ckpt.parent.parent)
+    else:
+        if args.config is None:
+            raise TrainingError("give --config PATH (e.g. experiments/default.toml) or --resume")
+        cfg = load_config(args.config, args.overrides)
+    ddp = init_distributed("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
+    if state is None:
+        run = new_run_dir(cfg, check=ddp.main)
+    device = pick_device(cfg, ddp)
+    if not ddp.main:
+        dist.barrier()                            # rank 0 generates / caches the data first
+    train, test, normalizer = load_splits(cfg.data, progress=ddp.main and not args.quiet)
+    if ddp.main and ddp.world > 1:
+        dist.barrier()
+    if state is not None:
+        normalizer = Normalizer.from_dict(state["normalizer"])
+        train.conditions, test.conditions = normalizer.encode(train.table.values), normalizer.encode(test.table.values)
+    trainer = Trainer(cfg, train, test, normalizer, device, ddp)
+    if state is not None:
+        trainer.load_state_dict(state)
+        del state
+    if ddp.main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        (run.path / "config.toml").write_text(to_toml(cfg))
+    logger = Logger(run, cfg, cfg.diffusion.timesteps) if ddp.main else None
+    n_params = sum(p.numel() for p in trainer.net.parameters())
+    if ddp.main:
+        print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames, "
+              f"global batch {trainer.global_batch}, {trainer.precision} on {device}"
+              + (f" x {ddp.world} processes" if ddp.world > 1 else ""))
+    fixed = np.linspace(0, len(test.frames) - 1, min(cfg.train.sample_count, len(test.frames))).round().astype(int)
+
+    # ---- loop
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signal.Signals(signum).name
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.train.steps, initial=trainer.step_count, desc="train", unit="step",
+               disable=not ddp.main or args.quiet, dynamic_ncols=True)
+    started, last_saved = time.time(), trainer.step_count
+    try:
+        while trainer.step_count < cfg.train.steps:
+            stats = trainer.step()
+            step = trainer.step_count
+            bar.update()
+            if logger is not None:
+                logged = logger.record(stats, trainer.sched.get_last_lr()[0], step, trainer.bad_total)
+                if logged is not None:
+                    bar.set_postfix(loss=f"{logged[0]:.4f}", img_s=f"{logged[1]:.1f}")
+                if step % cfg.train.sample_every == 0 or step == cfg.train.steps:
+                    cond = test.conditions[fixed]
+                    image = grid([trainer.preview(cond), to_network(np.asarray(test.frames[fixed]))])
+                    logger.writer.add_image("samples/ema_vs_real", image, step)
+                    save_png(image, run.samples / f"step_{step:07d}.png")
+            if step % cfg.train.checkpoint_every == 0 and ddp.main:
+                trainer.save(run)
+                last_saved = step
+            if _agree(stop["signal"] is not None, ddp):
+                break
+    finally:
+        bar.close()
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    # ---- save
+    if ddp.main and trainer.step_count != last_saved:
+        trainer.save(run)
+    if ddp.world > 1:
+        _check_replicas(trainer.net)
+    if not ddp.main:
+        return
+    minutes = (time.time() - started) / 60
+    if stop["signal"]:
+        print(f"\n{stop['signal']}: saved step {trainer.step_count} in {run.checkpoints}; continue with\n"
+              f"  bash run.sh train --resume {run.path}")
+        return
+    print(f"done: {trainer.step_count} steps in {minutes:.1f} min; checkpoint {run.checkpoints / 'last.pt'}")
+    if cfg.data.synthetic:
+        report = evaluate_synthetic(trainer, test)
+        for k, v in report.items():
+            logger.writer.add_scalar(f"fidelity/{k}", v, trainer.step_count)
+        (run.path / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
+        print("condition fidelity on the synthetic test split (generated vs real frames, same conditions):")
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()))
+    logger.writer.close()
+    print(f"sample: python -m thinfilm.sample --ckpt {run.checkpoints / 'last.pt'} --conditions "
+          f"{cfg.data.test_csv} --out {run.path / 'generated'}")
+
+
+def evaluate_synthetic(trainer: Trainer, test: Split) -> dict[str, float]:
+    """Sample every test condition once and measure what the frames show against the real frames."""
+    from thinfilm.synthetic import fidelity
+
+    generated = trainer.preview(test.conditions, seed=1)
+    return fidelity(to_uint8(generated), np.asarray(test.frames))
+
+
+def _agree(flag: bool, ddp: Dist) -> bool:
+    """Whether any rank wants to stop (every rank must leave the loop at the same step)."""
+    if ddp.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+def _check_replicas(net: nn.Module) -> None:
+    """Under DDP every replica must hold identical weights; compare a checksum across ranks."""
+    total = torch.stack([p.detach().double().sum() for p in net.parameters()]).sum().reshape(1)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    sums = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sums, total.to(device))
+    if any(not torch.equal(s, sums[0]) for s in sums):
+        raise TrainingError(f"DDP replicas diverged: weight checksums {[float(s) for s in sums]}")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,196 @@
+"""The network: sinusoidal time embedding, per-field condition embedding, ResBlock, Attention, UNet.
+
+Conditions are the normalised measurement vector [B, C]; a NaN field is *unknown*. The condition
+MLP sees `[c * m, m]` with `m` the presence mask, so "no measurement" is a learned state of its own
+(zero is a valid normalised value: the training mean). All-NaN is the null condition used for
+classifier-free guidance; a partly-NaN vector conditions on the known fields only.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+Denoise = Callable[[Tensor, Tensor], Tensor]
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal embedding (Vaswani et al. 2017; Ho et al. 2020): [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero-initialised last layer of a residual branch: every block starts as the identity."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ConditionEmbedding(nn.Module):
+    """MLP over the measurement vector with its presence mask: [B, C] (NaN = unknown) -> [B, dim]."""
+
+    def __init__(self, n_conditions: int, dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * n_conditions, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, cond: Tensor) -> Tensor:
+        known = ~torch.isnan(cond)
+        values = torch.where(known, cond, torch.zeros_like(cond))
+        return self.mlp(torch.cat([values, known.to(values.dtype)], dim=1))
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice; the embedding scales and shifts the second norm (FiLM)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2, self.dropout = _norm(c_out), nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))                       # [B, c_out, H, W]
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over pixels through scaled_dot_product_attention."""
+
+    def __init__(self, channels: int, head_channels: int = 64):
+        super().__init__()
+        self.heads = max(1, channels // head_channels)
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        q, k, v = rearrange(self.qkv(self.norm(x)), "b (n heads d) h w -> n b heads (h w) d",
+                            n=3, heads=self.heads)                 # each [B, heads, HW, d]
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(rearrange(out, "b heads (h w) d -> b (heads d) h w", h=h, w=w))
+
+
+class UNet(nn.Module):
+    """Conditional UNet: x_t [B, 1, R, R], t [B], cond [B, C] -> prediction [B, 1, R, R]."""
+
+    def __init__(self, n_conditions: int, resolution: int, channels: Sequence[int] = (128, 128, 256, 256, 512, 512),
+                 layers_per_block: int = 2, attention_levels: Sequence[int] = (4,), mid_attention: bool = True,
+                 head_channels: int = 64, dropout: float = 0.0, in_channels: int = 1, patch_size: int = 1,
+                 coords: bool = False):
+        super().__init__()
+        levels = len(channels)
+        factor = patch_size * 2 ** (levels - 1)
+        if resolution % factor:
+            raise ValueError(f"data.resolution {resolution} is not divisible by {factor} (model.patch_size "
+                             f"{patch_size} x 2^{levels - 1} for {levels} levels in model.channels); "
+                             f"pick a multiple of {factor}")
+        bad = [a for a in attention_levels if not 0 <= a < levels]
+        if bad:
+            raise ValueError(f"model.attention_levels {bad} outside 0..{levels - 1}")
+        self.n_conditions, self.resolution = n_conditions, resolution
+        emb_dim = 4 * channels[0]
+        self.time_dim = channels[0]
+        self.time_mlp = nn.Sequential(nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.cond_embed = ConditionEmbedding(n_conditions, emb_dim)
+        # patch_size p folds p x p pixels into channels (Hoogeboom et al. 2023, "simple diffusion"):
+        # the UNet runs at R/p for a p^2-fold saving; coords appends x/y position maps (CoordConv).
+        self.patch_size, self.coords = patch_size, coords
+        self.conv_in = nn.Conv2d(in_channels * patch_size**2 + 2 * coords, channels[0], 3, padding=1)
+
+        block = lambda a, b: ResBlock(a, b, emb_dim, dropout)  # noqa: E731
+        attn = lambda c, level: Attention(c, head_channels) if level in attention_levels else nn.Identity()  # noqa: E731
+        self.down, skips, c = nn.ModuleList(), [channels[0]], channels[0]
+        for level, width in enumerate(channels):
+            for _ in range(layers_per_block):
+                self.down.append(nn.ModuleList([block(c, width), attn(width, level)]))
+                c = width
+                skips.append(c)
+            if level < levels - 1:
+                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+                skips.append(c)
+        self.mid = nn.ModuleList([block(c, c), Attention(c, head_channels) if mid_attention else nn.Identity(),
+                                  block(c, c)])
+        self.up = nn.ModuleList()
+        for level, width in reversed(list(enumerate(channels))):
+            for _ in range(layers_per_block + 1):
+                self.up.append(nn.ModuleList([block(c + skips.pop(), width), attn(width, level)]))
+                c = width
+            if level > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                             nn.Conv2d(c, c, 3, padding=1)))
+        self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels * patch_size**2, 3, padding=1)))
+
+    @classmethod
+    def from_config(cls, cfg) -> "UNet":
+        """The network an experiment config describes (contract: used by shared/bench/peer_unet.py)."""
+        m = cfg.model
+        return cls(len(cfg.data.columns), cfg.data.resolution, m.channels, m.layers_per_block,
+                   m.attention_levels, m.mid_attention, m.head_channels, m.dropout, 1, m.patch_size, m.coords)
+
+    @staticmethod
+    def null_condition(cond: Tensor) -> Tensor:
+        """The 'no measurement' condition for a batch like `cond`: every field unknown."""
+        return torch.full_like(cond, float("nan"))
+
+    def embed(self, t: Tensor, cond: Tensor) -> Tensor:
+        """Time + condition embedding, [B, 4 * channels[0]]."""
+        return self.time_mlp(timestep_embedding(t, self.time_dim)) + self.cond_embed(cond)
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        emb = self.embed(t, cond)
+        if self.patch_size > 1:
+            x = F.pixel_unshuffle(x, self.patch_size)                 # [B, p^2, R/p, R/p]
+        if self.coords:
+            b, _, height, width = x.shape
+            ys = torch.linspace(-1, 1, height, device=x.device, dtype=x.dtype)
+            xs = torch.linspace(-1, 1, width, device=x.device, dtype=x.dtype)
+            grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")).expand(b, 2, height, width)
+            x = torch.cat([x, grid], dim=1)
+        h = self.conv_in(x)
+        skips = [h]
+        for layer in self.down:
+            if isinstance(layer, nn.ModuleList):
+                h = layer[1](layer[0](h, emb))
+            else:
+                h = layer(h)
+            skips.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        for layer in self.up:
+            if isinstance(layer, nn.ModuleList):
+                h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
+            else:
+                h = layer(h)
+        out = self.out(h)
+        return F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out
+
+
+def guided(net: nn.Module, cond: Tensor, scale: float) -> Denoise:
+    """Classifier-free guidance (Ho & Salimans 2022) as a `denoise` callable: u + scale * (c - u).
+
+    NaN fields of `cond` are unknown; the unconditional branch has every field unknown.
+    """
+    null = UNet.null_condition(cond)
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        if scale == 1.0:
+            return net(x_t, t, cond)
+        out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null])).chunk(2)
+        return out_u + scale * (out_c - out_u)
+
+    return denoise
