@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import tiny_overrides
-from thinfilm import sample, train
+from thinfilm import cli, sample, train
 
 REPO = Path(__file__).parents[1]
 COLS = [f"x{i}" for i in range(1, 9)]
@@ -50,10 +50,10 @@ def test_manifest_reproduces_conditions(ckpt, synth_dir, tmp_path):
 def test_same_seed_same_frame_at_any_batch_size(ckpt, synth_dir, tmp_path):
     for bs in (1, 8):
         run("--ckpt", ckpt, "--conditions", synth_dir / "test.csv", "--out", tmp_path / f"b{bs}",
-            "--batch-size", bs, "--seed", 3, "--sampler", "ddpm", "--steps", 5)
+            "--batch-size", bs, "--seed", 3, "--eta", 1, "--steps", 5)
     assert all(np.array_equal(a, b) for a, b in zip(frames(tmp_path / "b1"), frames(tmp_path / "b8")))
     run("--ckpt", ckpt, "--conditions", synth_dir / "test.csv", "--out", tmp_path / "other", "--seed", 4,
-        "--sampler", "ddpm", "--steps", 5)
+        "--eta", 1, "--steps", 5)
     assert not np.array_equal(frames(tmp_path / "b1")[0], frames(tmp_path / "other")[0])
 
 
@@ -88,7 +88,7 @@ def test_img2img_small_strength_stays_close(ckpt, synth_dir, tmp_path):
     assert np.abs(frames(tmp_path / "far")[0] - ref).mean() > np.abs(frames(tmp_path)[0] - ref).mean()
 
 
-def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path):
+def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
     bad_cols = tmp_path / "cols.csv"
     bad_cols.write_text("filepath,x1,x2\na,1,2\n")
     nan = tmp_path / "nan.csv"
@@ -110,9 +110,14 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path):
         (["--ckpt", other, "--values", "x1=1"], "checkpoint format 'something-else/9'"),
         (["--ckpt", tmp_path / "none.pt", "--values", "x1=1"], "checkpoint not found"),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     for args, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "thinfilm.sample", *map(str, args), "--out", str(tmp_path / "o")],
-                              capture_output=True, text=True, env=env)
-        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
-        assert proc.stderr.count("\n") == 1, proc.stderr
+        with pytest.raises(SystemExit) as exit_:
+            cli(sample.main, [*map(str, args), "--out", str(tmp_path / "o"), "--quiet"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err, (args, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    # and as a real process: exit status 2, one line, no traceback
+    proc = subprocess.run([sys.executable, "-m", "thinfilm.sample", "--ckpt", str(junk), "--values", "x1=1",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -43,18 +43,19 @@ def test_relations_between_columns():
         assert 30 < (x5[broken][0] - x5[~broken][-1]) < 45                  # recoil at fracture
 
 
-def test_measure_reads_back_what_drives_the_frame():
+def test_measure_reads_back_what_drives_the_frame(tmp_path):
     s = S.simulate(1, 40, 0)
     rng = np.random.default_rng(0)
     frames = []
     for i in range(40):
         full = S.render(s, i, rng)
-        Image.fromarray(full).save("/tmp/_thinfilm_frame.tif")
-        frames.append(load_frame("/tmp/_thinfilm_frame.tif", S.ROI, 64))
+        Image.fromarray(full).save(tmp_path / "f.tif")
+        frames.append(load_frame(tmp_path / "f.tif", S.ROI, 64))
     m = S.measure(np.stack(frames))
-    assert np.corrcoef(m[:, 0], s.sep_a)[0, 1] > 0.99 and np.abs(m[:, 0] - s.sep_a).max() < 15
-    assert np.corrcoef(m[:, 1], s.sep_b)[0, 1] > 0.99
-    assert np.corrcoef(m[:, 2], s.plastic * ~s.broken)[0, 1] > 0.9        # crazes follow plastic strain
+    assert np.corrcoef(m[:, 0], s.sep_a)[0, 1] > 0.98 and np.abs(m[:, 0] - s.sep_a).max() < 15
+    assert np.corrcoef(m[:, 1], s.sep_b)[0, 1] > 0.98
+    whole = ~s.broken
+    assert np.corrcoef(m[whole, 2], s.plastic[whole])[0, 1] > 0.95       # crazes follow plastic strain
     assert m[s.broken, 3].min() > 3 * m[~s.broken, 3].max()               # the fracture gap
     assert np.corrcoef(m[:, 4], -s.strain)[0, 1] > 0.9                    # Poisson contraction
     assert S.residual_noise(np.stack(frames)).mean() < 1.0

@@ -161,22 +161,28 @@ def generate(out: str | Path, n_series: int = 10, n_frames: int = 50, seed: int 
     `filepath` holds Windows paths from a made-up collection machine, like the researcher's CSVs;
     the loader rebases them onto the CSV's folder (or `data.root`).
     """
+    from concurrent.futures import ThreadPoolExecutor
+    import os
+
     from tqdm import tqdm
 
     out = Path(out)
-    rows = []
-    bar = tqdm(total=n_series * n_frames, desc="synthesising frames", unit="frame", disable=not progress)
-    for s in range(1, n_series + 1):
-        series = simulate(s, n_frames, seed)
-        rng = np.random.default_rng([seed, s, 1])
+    every = [(s, i) for s in range(1, n_series + 1) for i in range(n_frames)]
+    series = {s: simulate(s, n_frames, seed) for s in range(1, n_series + 1)}
+    for s in series:
         (out / f"data{s}").mkdir(parents=True, exist_ok=True)
-        for i in range(n_frames):
-            name = f"data{s}/{i + 1:04d}.tif"
-            Image.fromarray(render(series, i, rng)).save(out / name, compression="tiff_lzw")
-            rows.append([f"C:\\dev\\dataset\\ThinFilm\\synthetic\\data{s}\\{i + 1:04d}.tif",
-                         *series.values[i]])
-            bar.update()
-    bar.close()
+
+    def write(job: tuple[int, int]) -> None:          # numpy and PIL release the GIL: threads suffice
+        s, i = job
+        frame = render(series[s], i, np.random.default_rng([seed, s, i, 1]))
+        Image.fromarray(frame).save(out / f"data{s}" / f"{i + 1:04d}.tif", compression="tiff_lzw")
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for _ in tqdm(pool.map(write, every), total=len(every), desc="synthesising frames", unit="frame",
+                      disable=not progress):
+            pass
+    rows = [[f"C:\\dev\\dataset\\ThinFilm\\synthetic\\data{s}\\{i + 1:04d}.tif", *series[s].values[i]]
+            for s, i in every]
     return pd.DataFrame(rows, columns=["filepath"] + [f"x{j}" for j in range(1, 9)])
 
 

@@ -134,7 +134,15 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                              nn.Conv2d(c, c, 3, padding=1)))
-        self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels * patch_size**2, 3, padding=1)))
+        if patch_size == 1:
+            self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3, padding=1)))
+        else:
+            # unfold patches back to pixels, then one full-resolution 3x3 conv: without it each p x p
+            # patch is drawn by separate output channels and residual errors show as a checkerboard
+            k = max(8, c // 2)
+            self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, k * patch_size**2, 3, padding=1),
+                                     nn.PixelShuffle(patch_size), nn.SiLU(),
+                                     _zero(nn.Conv2d(k, in_channels, 3, padding=1)))
 
     @classmethod
     def from_config(cls, cfg) -> "UNet":
@@ -176,8 +184,7 @@ class UNet(nn.Module):
                 h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
             else:
                 h = layer(h)
-        out = self.out(h)
-        return F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out
+        return self.out(h)
 
 
 def guided(net: nn.Module, cond: Tensor, scale: float) -> Denoise:
