@@ -26,8 +26,7 @@ variant() {  # name, overrides...
 variant v_minsnr diffusion.prediction=\"v\" diffusion.loss_weighting=\"min_snr\"
 variant v_plain diffusion.prediction=\"v\" diffusion.loss_weighting=\"none\"
 variant eps_plain diffusion.prediction=\"eps\" diffusion.loss_weighting=\"none\"
-variant v_minsnr20 diffusion.prediction=\"v\" diffusion.loss_weighting=\"min_snr\" diffusion.min_snr_gamma=20.0
 python3 -m thinfilm.sample --ckpt /tmp/runs/v_plain --conditions /tmp/syn/test.csv --out /tmp/cli --quiet | tail -1
 python3 experiments/fidelity.py --samples /tmp/cli --reference /tmp/syn/test.csv | tee "$OUT/cli_fidelity.json"
-timeout 300 python3 experiments/gpu_check.py --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log"
+timeout 240 python3 experiments/gpu_check.py --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log"
 echo "total: $(( $(date +%s) - start )) s"
