@@ -10,7 +10,7 @@ TINY = [
     "data.resolution=16", "model.channels=[8, 16]", "model.layers_per_block=1", "model.attention_levels=[1]",
     "model.head_channels=8", "train.batch_size=4", "train.grad_accum=1", "train.warmup_steps=2",
     "train.log_every=1", "train.sample_every=1000", "train.checkpoint_every=1000", "train.sample_count=2",
-    "sample.steps=3", "sample.batch_size=4", "data.synthetic=false",
+    "sample.steps=3", "sample.batch_size=4", "data.synthetic=false", "train.precision=fp32",
 ]
 
 

@@ -38,6 +38,14 @@ def test_few_steps_write_checkpoint_config_and_events(synth_dir, tmp_path):
         run_train(synth_dir, tmp_path, "train.steps=3", "train.run_name=r")
 
 
+def test_bf16_autocast_run(synth_dir, tmp_path):
+    """The mixed-precision path (bf16 autocast, fp32 master weights) trains and writes fp32 weights."""
+    run_train(synth_dir, tmp_path, "train.steps=2", "train.run_name=bf", "train.precision=bf16")
+    state = checkpoint.load(tmp_path / "runs" / "bf")
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+    assert checkpoint.load_model(tmp_path / "runs" / "bf").net.conv_in.weight.isfinite().all()
+
+
 def test_resume_is_exact(synth_dir, tmp_path):
     """4 straight steps == 2 steps + resume for 2 (bitwise on CPU): data order, RNG, optimiser, EMA, LR."""
     run_train(synth_dir, tmp_path, "train.steps=4", "train.run_name=a", "train.checkpoint_every=2",

@@ -89,7 +89,12 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     state = load(path)
     cfg = config_of(state)
     net = UNet.from_config(cfg)
-    net.load_state_dict(state["ema" if ema else "model"])
+    try:
+        net.load_state_dict(state["ema" if ema else "model"])
+    except (RuntimeError, KeyError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise CheckpointError(f"{path}: weights do not fit the network its config describes (written by "
+                              f"another thinfilm version?): {detail}") from None
     return Loaded(net.to(device).eval(), cfg, Normalizer.from_dict(state["normalizer"]), int(state["step"]))
 
 

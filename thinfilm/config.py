@@ -74,7 +74,7 @@ class TrainConfig:
     warmup_steps: int = 500
     lr_schedule: str = "cosine"          # cosine | constant
     grad_clip: float = 1.0
-    precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"              # auto (bf16 on CUDA and AMX CPUs, else fp32) | fp32 | bf16 | fp16
     ema_max_decay: float = 0.9999
     ema_inv_gamma: float = 1.0
     ema_power: float = 0.75
