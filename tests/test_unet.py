@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.unet import Attention, UNet, guided
@@ -34,7 +33,6 @@ def test_shape_and_dependence_on_condition_and_time(kw):
 
 def test_null_and_partial_conditions_are_their_own_states():
     net = small()
-    t = torch.zeros(4, dtype=torch.long)
     real = torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5], [0.0, 0.0, 0.0], [0.0, float("nan"), 0.0]])
     null = UNet.null_condition(real)
     emb_null = net.cond_embed(null)

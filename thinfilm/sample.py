@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from thinfilm import UserError, checkpoint, cli
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.unet import guided
+from thinfilm.unet import fast_dtype, guided
 
 
 class SampleError(UserError):
@@ -162,7 +162,8 @@ def write_outputs(frames: np.ndarray, raw: np.ndarray, seeds: Sequence[int], col
     grid = make_grid(shown, nrow=min(8, len(shown)), padding=2, pad_value=255)[0].numpy()
     Image.fromarray(grid).save(out / "grid.png")
     if film:
-        Image.fromarray(np.concatenate(list(frames), axis=1)).save(out / "strip.png")
+        gap = np.full((frames.shape[1], 2), 255, np.uint8)
+        Image.fromarray(np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)).save(out / "strip.png")
         images = [Image.fromarray(f) for f in frames]
         images[0].save(out / "film.gif", save_all=True, append_images=images[1:], duration=120, loop=0)
 
@@ -187,6 +188,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--no-clip", action="store_true", help="do not clamp x0 predictions to [-1, 1]")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on CUDA and AMX CPUs, else fp32")
     p.add_argument("--init-image", help="image-to-image: a frame (cropped with the checkpoint's ROI)")
     p.add_argument("--strength", type=float, default=0.5, help="image-to-image noise level in (0, 1]")
     p.add_argument("--full-aspect", action="store_true", help="also write frames at the ROI's aspect in full/")
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SampleError(f"--init-image: {err}") from None
 
     diffusion = GaussianDiffusion(cfg.diffusion.schedule, cfg.diffusion.timesteps, cfg.diffusion.prediction)
-    autocast = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    autocast = {"auto": fast_dtype(device), "fp32": None, "bf16": torch.bfloat16}[args.precision]
     x = generate(loaded.net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
                  guidance=guidance, clip=s.clip and not args.no_clip, batch_size=args.batch_size or s.batch_size,
                  device=device, x_init=x_init, strength=args.strength if x_init is not None else 1.0,
