@@ -333,7 +333,7 @@ class Trainer:
 
 # ------------------------------------------------------------------------------------ logging
 class Logger:
-    """tensorboard scalars and images, accumulated between log steps (one device sync per log)."""
+    """tensorboard scalars, averaged over the steps between two log steps."""
 
     def __init__(self, run: RunDir, cfg: Config, timesteps: int):
         from torch.utils.tensorboard import SummaryWriter
