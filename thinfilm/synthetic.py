@@ -29,6 +29,8 @@ Not simulated: marker-tracking failures (the real data1's x6 jumps), speckle, gr
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -161,9 +163,6 @@ def generate(out: str | Path, n_series: int = 10, n_frames: int = 50, seed: int 
     `filepath` holds Windows paths from a made-up collection machine, like the researcher's CSVs;
     the loader rebases them onto the CSV's folder (or `data.root`).
     """
-    from concurrent.futures import ThreadPoolExecutor
-    import os
-
     from tqdm import tqdm
 
     out = Path(out)
