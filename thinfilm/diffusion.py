@@ -67,17 +67,22 @@ class GaussianDiffusion:
         betas = linear_betas(timesteps) if schedule == "linear" else cosine_betas(timesteps)
         self.betas = torch.from_numpy(betas)                                   # float64 [T]
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)             # alpha_bar_t, float64 [T]
+        # alpha_bar with a last entry 1 for "t = -1" (the clean image); device copies made once
+        self._tables = {"betas": self.betas,
+                        "alpha_bar": torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])}
+        self._on_device: dict[tuple[str, torch.device], Tensor] = {}
 
     # ----------------------------------------------------------------------------- helpers
-    def _at(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
-        """values[t] as [B, 1, ..., 1] in like's dtype and device (gathered in float64)."""
-        out = values.to(t.device)[t].to(like.dtype)
-        return out.reshape(-1, *([1] * (like.dim() - 1)))
+    def _at(self, name: str, t: Tensor, like: Tensor) -> Tensor:
+        """table[t] as [B, 1, ..., 1] in like's dtype (gathered in float64 on t's device)."""
+        key = (name, t.device)
+        if key not in self._on_device:
+            self._on_device[key] = self._tables[name].to(t.device)
+        return self._on_device[key][t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
     def alpha_bar(self, t: Tensor, like: Tensor) -> Tensor:
         """alpha_bar_t broadcast like `like`; t = -1 means alpha_bar = 1 (the clean image)."""
-        padded = torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])
-        return self._at(padded, torch.where(t < 0, torch.full_like(t, self.timesteps), t), like)
+        return self._at("alpha_bar", torch.where(t < 0, torch.full_like(t, self.timesteps), t), like)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Forward process (Ho et al. eq. 4): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps, in float32."""
@@ -105,7 +110,8 @@ class GaussianDiffusion:
         return Prediction(a.sqrt() * x_t - (1 - a).sqrt() * pred, (1 - a).sqrt() * x_t + a.sqrt() * pred)
 
     def snr(self, t: Tensor) -> Tensor:
-        a = self.alphas_cumprod.to(t.device)[t]
+        """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at t [B], float64."""
+        a = self._at("alpha_bar", t, self.alphas_cumprod).reshape(-1)
         return a / (1 - a)
 
     def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor, weighting: str = "none",
@@ -184,7 +190,7 @@ class GaussianDiffusion:
         """Ancestral step (Ho et al. eqs. 6-7): mean of q(x_{t-1} | x_t, x0_hat) + sqrt(beta_tilde) z."""
         a_t = self.alpha_bar(t, x_t)
         a_prev = self.alpha_bar(t - 1, x_t)
-        beta = self._at(self.betas, t, x_t)
+        beta = self._at("betas", t, x_t)
         mean = (a_prev.sqrt() * beta / (1 - a_t)) * pred.x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x_t
         var = beta * (1 - a_prev) / (1 - a_t)                                 # beta_tilde, eq. 7
         return mean + var.sqrt() * noise
