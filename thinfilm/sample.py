@@ -199,7 +199,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise SampleError(f"--device {args.device!r}: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SampleError(f"--device {args.device}: no CUDA device is visible; use --device cpu")
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise SampleError(f"{flag} {value}: must be at least 1")
     loaded = checkpoint.load_model(args.ckpt, ema=not args.no_ema, device=device)
     cfg, norm = loaded.config, loaded.normalizer
     s = cfg.sample
