@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from thinfilm import UserError, checkpoint, cli
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.unet import fast_dtype, guided
+from thinfilm.unet import autocast_dtype, guided
 
 
 class SampleError(UserError):
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SampleError(f"--init-image: {err}") from None
 
     diffusion = GaussianDiffusion(cfg.diffusion.schedule, cfg.diffusion.timesteps, cfg.diffusion.prediction)
-    autocast = {"auto": fast_dtype(device), "fp32": None, "bf16": torch.bfloat16}[args.precision]
+    autocast = autocast_dtype(args.precision, device)
     x = generate(loaded.net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
                  guidance=guidance, clip=s.clip and not args.no_clip, batch_size=args.batch_size or s.batch_size,
                  device=device, x_init=x_init, strength=args.strength if x_init is not None else 1.0,

@@ -32,7 +32,7 @@ from thinfilm.config import Config, add_config_args, apply_overrides, load_confi
 from thinfilm.data import Normalizer, Split, load_splits, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.sample import frame_seed, generate
-from thinfilm.unet import UNet, fast_dtype
+from thinfilm.unet import UNet, autocast_dtype, fast_dtype
 
 
 class TrainingError(UserError):
@@ -216,7 +216,7 @@ class Trainer:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return autocast_dtype(self.precision, self.device)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,

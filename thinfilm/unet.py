@@ -197,6 +197,13 @@ def fast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cpu" and probe is not None and probe() else None
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """train.precision / sample --precision -> autocast dtype (None = plain fp32); auto = fast_dtype."""
+    if precision == "auto":
+        return fast_dtype(device)
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def guided(net: nn.Module, cond: Tensor, scale: float) -> Denoise:
     """Classifier-free guidance (Ho & Salimans 2022) as a `denoise` callable: u + scale * (c - u).
 
