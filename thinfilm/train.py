@@ -484,6 +484,9 @@ def main(argv: list[str] | None = None) -> None:
         trainer.save(run)
     if ddp.world > 1:
         _check_replicas(trainer.net)
+        trainer.model = trainer.net               # drop the DDP wrapper (its reducer) before the group goes
+        dist.barrier()
+        dist.destroy_process_group()
     if not ddp.main:
         return
     minutes = (time.time() - started) / 60
@@ -529,7 +532,6 @@ def _check_replicas(net: nn.Module) -> None:
     dist.all_gather(sums, total.to(device))
     if any(not torch.equal(s, sums[0]) for s in sums):
         raise TrainingError(f"DDP replicas diverged: weight checksums {[float(s) for s in sums]}")
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
