@@ -163,16 +163,16 @@ def test_same_seed_same_samples_and_per_row_generators():
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
-def test_min_snr_weights(prediction):
+def test_min_snr_is_min_snr_times_x0_error(prediction):
+    """Whatever the target, the min-SNR loss is min(SNR, gamma) x the squared error of the implied x0."""
     d = GaussianDiffusion("linear", 1000, prediction)
-    x0, eps = torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2)
-    t = torch.tensor([0, 500, 999])
-    pred = torch.zeros_like(x0)
-    plain = d.loss(pred, x0, eps, t)
-    weighted = d.loss(pred, x0, eps, t, "min_snr", gamma=5.0)
-    snr = d.snr(t)
-    w = {"eps": snr.clamp(max=5) / snr, "x0": snr.clamp(max=5), "v": snr.clamp(max=5) / (snr + 1)}[prediction]
-    assert torch.allclose(weighted, plain * w.float())
+    g = torch.Generator().manual_seed(0)
+    x0, eps, pred = (torch.randn(4, 1, 2, 2, generator=g) for _ in range(3))
+    t = torch.tensor([0, 200, 500, 999])
+    x0_hat = d.split(pred, d.q_sample(x0, t, eps), t).x0
+    expected = d.snr(t).clamp(max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
+    assert torch.allclose(d.loss(pred, x0, eps, t, "min_snr", gamma=5.0), expected, rtol=1e-3)  # float32 x_t
+    assert torch.allclose(d.loss(pred, x0, eps, t), (pred - d.target(x0, eps, t)).pow(2).flatten(1).mean(1))
 
 
 def test_clipping_keeps_samples_in_range():

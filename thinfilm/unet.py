@@ -137,12 +137,16 @@ class UNet(nn.Module):
         if patch_size == 1:
             self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3, padding=1)))
         else:
-            # unfold patches back to pixels, then one full-resolution 3x3 conv: without it each p x p
-            # patch is drawn by separate output channels and residual errors show as a checkerboard
+            # unfold the patches back to pixels, then one full-resolution ResBlock that also sees x_t
+            # itself: per-pixel detail (the noise to remove) no longer has to travel through patch
+            # channels. Measured on the synthetic default at 800 steps: flat-strip residual noise of
+            # the samples 5.5 -> 3.1 levels (8-bit), mostly within-patch texture, for ~15 % more step time.
             k = max(8, c // 2)
-            self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, k * patch_size**2, 3, padding=1),
-                                     nn.PixelShuffle(patch_size), nn.SiLU(),
-                                     _zero(nn.Conv2d(k, in_channels, 3, padding=1)))
+            self.unpatch = nn.Sequential(_norm(c), nn.SiLU(),
+                                         nn.Conv2d(c, (k - in_channels) * patch_size**2, 3, padding=1),
+                                         nn.PixelShuffle(patch_size))
+            self.head_block = ResBlock(k, k, emb_dim)
+            self.out = nn.Sequential(_norm(k), nn.SiLU(), _zero(nn.Conv2d(k, in_channels, 3, padding=1)))
 
     @classmethod
     def from_config(cls, cfg) -> "UNet":
@@ -162,6 +166,7 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         emb = self.embed(t, cond)
+        pixels = x
         if self.patch_size > 1:
             x = F.pixel_unshuffle(x, self.patch_size)                 # [B, p^2, R/p, R/p]
         if self.coords:
@@ -184,6 +189,8 @@ class UNet(nn.Module):
                 h = layer[1](layer[0](torch.cat([h, skips.pop()], dim=1), emb))
             else:
                 h = layer(h)
+        if self.patch_size > 1:
+            h = self.head_block(torch.cat([self.unpatch(h), pixels], dim=1), emb)   # [B, k, R, R]
         return self.out(h)
 
 
