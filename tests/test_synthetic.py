@@ -1,5 +1,6 @@
 """The built-in simulator: the seed's format, determinism, the stated relations, visible features."""
 import numpy as np
+import pytest
 import pandas as pd
 from PIL import Image
 
@@ -59,3 +60,12 @@ def test_measure_reads_back_what_drives_the_frame(tmp_path):
     assert m[s.broken, 3].min() > 3 * m[~s.broken, 3].max()               # the fracture gap
     assert np.corrcoef(m[:, 4], -s.strain)[0, 1] > 0.9                    # Poisson contraction
     assert S.residual_noise(np.stack(frames)).mean() < 1.0
+
+
+def test_residual_noise_and_level_error_separate_grain_from_offset():
+    rng = np.random.default_rng(0)
+    real = np.full((4, 64, 64), 140.0)
+    grain = real + rng.normal(0, 3, real.shape)
+    offset = real + np.array([2.0, -2.0, 2.0, -2.0])[:, None, None]
+    assert abs(S.residual_noise(grain).mean() - 3) < 0.6 and S.level_error(grain, real) < 1.0
+    assert S.residual_noise(offset).max() == 0 and S.level_error(offset, real) == pytest.approx(2.0)

@@ -241,23 +241,36 @@ def correlations(shown: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
     return result
 
 
-def residual_noise(frames: np.ndarray) -> np.ndarray:
-    """Per-frame std (8-bit levels) of a patch of bare strip that should be flat: [N, R, R] -> [N]."""
+def _flat_patch(frames: np.ndarray) -> np.ndarray:
+    """Pixels (8-bit levels) of a patch of bare strip that should be flat: [N, R, R] -> [N, P]."""
     frames = np.asarray(frames, dtype=np.float64)
     if frames.max() <= 1.0 + 1e-6:
         frames = frames * 255
     r = frames.shape[-1]
     rows = slice(int(0.45 * r), max(int(round(0.55 * r)), int(0.45 * r) + 2))
     cols = slice(int(0.02 * r), max(int(round(0.10 * r)), int(0.02 * r) + 2))
-    return frames[:, rows, cols].reshape(len(frames), -1).std(1)
+    return frames[:, rows, cols].reshape(len(frames), -1)
+
+
+def residual_noise(frames: np.ndarray) -> np.ndarray:
+    """Per-frame std (8-bit levels) of a patch of bare strip that should be flat: [N, R, R] -> [N]."""
+    return _flat_patch(frames).std(1)
+
+
+def level_error(generated: np.ndarray, real: np.ndarray) -> float:
+    """RMS over frames of the difference in mean brightness of that flat patch (8-bit levels): a
+    frame-wide brightness offset, which the within-patch std of `residual_noise` cannot see."""
+    diff = _flat_patch(generated).mean(1) - _flat_patch(real).mean(1)
+    return float(np.sqrt(np.mean(diff ** 2)))
 
 
 def fidelity(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     """How well generated frames show what their conditions command, row i of each being the same
     condition: the correlation of every visible feature between generated and real frames, and the
-    residual noise of each (flat-strip std, 8-bit levels)."""
+    residual noise of each (flat-strip std, 8-bit levels) and the generated frames' brightness offset."""
     shown, wanted = measure(generated), measure(real)
     result = {f"corr_{k}": v for k, v in correlations(shown, wanted).items()}
     result["noise_generated"] = float(residual_noise(generated).mean())
     result["noise_real"] = float(residual_noise(real).mean())
+    result["level_error"] = level_error(generated, real)
     return result
