@@ -16,7 +16,11 @@ from thinfilm.data import load_splits
 load_splits(load_config('experiments/default.toml').data, progress=False)" > /tmp/logs/data.log 2>&1
 echo "data: $(( $(date +%s) - start )) s" | tee -a "$OUT/summary.txt"
 
-# name -> overrides of experiments/default.toml (space-separated KEY=VALUE)
+# name -> overrides of experiments/default.toml (space-separated KEY=VALUE). The README's first
+# comparison (with sample.guidance=2, steps 1300) ran, per seed s in 0 1:
+#   [v_s$s]='diffusion.prediction="v" train.seed=$s'   [vcos_s$s]='... "v" diffusion.schedule="cosine" ...'
+#   [x1_s$s]='diffusion.loss_weighting="none" train.seed=$s'   [x_s$s]='train.seed=$s'
+# and [v_2600_s0], [x_2600_s0] with train.steps=2600; this one compares seeds and guidance scales.
 declare -A RUNS=(
   [x0_s0]="train.seed=0" [x0_s1]="train.seed=1" [x0_s2]="train.seed=2"
   [x0_s3]="train.seed=3" [x0_s4]="train.seed=4" [x0_s5]="train.seed=5"
