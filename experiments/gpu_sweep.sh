@@ -42,8 +42,8 @@ for name in "${!RUNS[@]}"; do
       python3 experiments/fidelity.py --samples /tmp/gen/"$name"_g"$g" --reference data/synthetic/test.csv \
         > /tmp/logs/"$name"_g"$g".json 2>>/tmp/logs/"$name"_g"$g".log ) &
   done
-  wait
 done
+wait
 echo "sampling: $(( $(date +%s) - start )) s" | tee -a "$OUT/summary.txt"
 python3 - "${GUIDANCE[@]}" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, pathlib, re, sys

@@ -1,7 +1,7 @@
 """The built-in simulator: the seed's format, determinism, the stated relations, visible features."""
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 from PIL import Image
 
 from thinfilm import synthetic as S
