@@ -139,8 +139,9 @@ class UNet(nn.Module):
         else:
             # unfold the patches back to pixels, then one full-resolution ResBlock that also sees x_t
             # itself: per-pixel detail (the noise to remove) no longer has to travel through patch
-            # channels. Measured on the synthetic default at 800 steps: flat-strip residual noise of
-            # the samples 5.5 -> 3.1 levels (8-bit), mostly within-patch texture, for ~15 % more step time.
+            # channels. Measured on the synthetic default, then v-prediction, at 800 steps: flat-strip
+            # noise of the samples 5.5 -> 3.1 levels (8-bit), mostly within-patch texture, for ~15 % more
+            # step time.
             k = max(8, c // 2)
             self.unpatch = nn.Sequential(_norm(c), nn.SiLU(),
                                          nn.Conv2d(c, (k - in_channels) * patch_size**2, 3, padding=1),
