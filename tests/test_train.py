@@ -123,6 +123,19 @@ def test_sigterm_saves_and_resumes(synth_dir, tmp_path):
     assert checkpoint.load(run)["step"] == step + 2
 
 
+def test_time_limit_saves_and_resume_finishes(synth_dir, tmp_path, capsys):
+    """train.max_minutes ends the run after the step that passes it (the clock includes loading the
+    data, so a tiny limit stops after step 1), saved; each resumed command gets the limit afresh."""
+    run_train(synth_dir, tmp_path, "train.steps=4", "train.run_name=tl", "train.max_minutes=1e-6")
+    run = tmp_path / "runs" / "tl"
+    assert checkpoint.load(run)["step"] == 1
+    assert "train.max_minutes 1e-06 reached: stopped at step 1 of 4" in capsys.readouterr().out
+    train.main(["--resume", str(run), "--quiet"])
+    assert checkpoint.load(run)["step"] == 2
+    train.main(["--resume", str(run), "--quiet", "--set", "train.max_minutes=0"])
+    assert checkpoint.load(run)["step"] == 4
+
+
 def test_ddp_two_processes_match_one(synth_dir, tmp_path):
     """2 gloo processes x batch 2 == 1 process x batch 4: same global batch, same update, same replicas."""
     def launch(prefix, name, batch):

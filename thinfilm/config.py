@@ -86,6 +86,7 @@ class TrainConfig:
     sample_count: int = 8
     log_every: int = 50
     max_bad_steps: int = 20
+    max_minutes: float = 0.0             # stop (save, evaluate) this long after the command started; 0 = never
     compile: bool = False
     device: str = "auto"                 # auto | cpu | cuda
     out_dir: str = "runs"

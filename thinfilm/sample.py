@@ -247,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
                   film=bool(args.sweep or args.path))
-    print(f"wrote {len(x)} frames ({sampler}, {len(diffusion.steps_for(steps if sampler == 'ddim' else None))} "
-          f"steps, guidance {guidance}) and manifest.csv to {out}")
+    n_steps = len(diffusion.steps_for(steps if sampler == "ddim" else None))
+    how = f"ddim, {n_steps} steps, eta {eta:g}" if sampler == "ddim" else f"ddpm, {n_steps} steps"
+    print(f"wrote {len(x)} frames ({how}, guidance {guidance:g}) and manifest.csv to {out}")
 
 
 if __name__ == "__main__":

@@ -404,6 +404,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    launched = time.time()                        # train.max_minutes counts data generation and caching too
     args = parse(argv)
     # ---- build
     state = None
@@ -447,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- loop
     stop = {"signal": None}
+    deadline = launched + 60 * cfg.train.max_minutes if cfg.train.max_minutes > 0 else math.inf
 
     def on_signal(signum, _frame):
         stop["signal"] = signal.Signals(signum).name
@@ -455,17 +457,18 @@ def main(argv: list[str] | None = None) -> None:
 
     bar = tqdm(total=cfg.train.steps, initial=trainer.step_count, desc="train", unit="step",
                disable=not ddp.main or args.quiet, dynamic_ncols=True)
-    started, last_saved = time.time(), trainer.step_count
+    started, last_saved, timed_out = time.time(), trainer.step_count, False
     try:
         while trainer.step_count < cfg.train.steps:
             stats = trainer.step()
             step = trainer.step_count
+            signalled, timed_out = _agree([stop["signal"] is not None, time.time() > deadline], ddp)
             bar.update()
             if logger is not None:
                 logged = logger.record(stats, trainer.sched.get_last_lr()[0], step, trainer.bad_total)
                 if logged is not None:
                     bar.set_postfix(loss=f"{logged[0]:.4f}", img_s=f"{logged[1]:.1f}")
-                if step % cfg.train.sample_every == 0 or step == cfg.train.steps:
+                if step % cfg.train.sample_every == 0 or step == cfg.train.steps or timed_out:
                     cond = test.conditions[fixed]
                     image = grid([trainer.preview(cond), to_network(np.asarray(test.frames[fixed]))])
                     logger.writer.add_image("samples/ema_vs_real", image, step)
@@ -473,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
             if step % cfg.train.checkpoint_every == 0 and ddp.main:
                 trainer.save(run)
                 last_saved = step
-            if _agree(stop["signal"] is not None, ddp):
+            if signalled or timed_out:
                 break
     finally:
         bar.close()
@@ -494,6 +497,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{stop['signal']}: saved step {trainer.step_count} in {run.checkpoints}; continue with\n"
               f"  bash run.sh train --resume {run.path}")
         return
+    if timed_out:
+        print(f"train.max_minutes {cfg.train.max_minutes:g} reached: stopped at step {trainer.step_count} of "
+              f"{cfg.train.steps}; to finish the schedule: bash run.sh train --resume {run.path}")
     print(f"done: {trainer.step_count} steps in {minutes:.1f} min; checkpoint {run.checkpoints / 'last.pt'}")
     if cfg.data.synthetic:
         report = evaluate_synthetic(trainer, test)
@@ -515,13 +521,13 @@ def evaluate_synthetic(trainer: Trainer, test: Split) -> dict[str, float]:
     return fidelity(to_uint8(generated), np.asarray(test.frames))
 
 
-def _agree(flag: bool, ddp: Dist) -> bool:
-    """Whether any rank wants to stop (every rank must leave the loop at the same step)."""
+def _agree(flags: list[bool], ddp: Dist) -> list[bool]:
+    """Each flag, true if it is true on any rank (every rank must leave the loop at the same step)."""
     if ddp.world == 1:
-        return flag
-    t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        return flags
+    t = torch.tensor([float(f) for f in flags], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
-    return bool(t.item() > 0)
+    return [bool(v > 0) for v in t.tolist()]
 
 
 def _check_replicas(net: nn.Module) -> None:
