@@ -193,15 +193,19 @@ def _centroid(profile: np.ndarray, lo: int, hi: int) -> float:
     return lo + float((dark * np.arange(len(window))).sum() / max(dark.sum(), 1e-12))
 
 
+def _levels(frames: np.ndarray) -> np.ndarray:
+    """Frames as float64 8-bit levels, whether given as uint8 / 0..255 or as floats in [0, 1]."""
+    frames = np.asarray(frames, dtype=np.float64)
+    return frames * 255 if frames.max() <= 1.0 + 1e-6 else frames
+
+
 def measure(frames: np.ndarray) -> np.ndarray:
     """What ROI frames show: [N, R, R] (float in [0, 1] or uint8) -> [N, len(FEATURES)].
 
     sep_a, sep_b: mark separations in original px; whitening, gap: mean brightness above / below
     the bare strip in the gauge centre (8-bit levels); height: strip height in original px.
     """
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.max() <= 1.0 + 1e-6:
-        frames = frames * 255
+    frames = _levels(frames)
     n, r, _ = frames.shape
     px_x, px_y = ROI[3] / r, ROI[2] / r
     band = lambda v0, v1: slice(int(round(v0 * r)), max(int(round(v1 * r)), int(round(v0 * r)) + 1))  # noqa: E731
@@ -243,9 +247,7 @@ def correlations(shown: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
 
 def _flat_patch(frames: np.ndarray) -> np.ndarray:
     """Pixels (8-bit levels) of a patch of bare strip that should be flat: [N, R, R] -> [N, P]."""
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.max() <= 1.0 + 1e-6:
-        frames = frames * 255
+    frames = _levels(frames)
     r = frames.shape[-1]
     rows = slice(int(0.45 * r), max(int(round(0.55 * r)), int(0.45 * r) + 2))
     cols = slice(int(0.02 * r), max(int(round(0.10 * r)), int(0.02 * r) + 2))
