@@ -137,6 +137,7 @@ def test_cache_hit_and_rebuild(synth_dir, tmp_path):
     files = resolve_all(table)
     cached_frames(table, files, (678, 0, 767, 2452), 16, cache, progress=False)
     before = set(cache.glob("*.npy"))
+    assert entry in before and len(before) == 2          # another dataset's test.csv keeps its own cache
     time.sleep(0.01)
     Image.fromarray(np.zeros((2056, 2452), np.uint8)).save(files[0])
     changed = cached_frames(table, files, (678, 0, 767, 2452), 16, cache, progress=False)
@@ -187,3 +188,11 @@ def test_cli_errors_are_one_line(tmp_path):
                               env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_synth_all_writes_one_evaluation_table(tmp_path, capsys):
+    from thinfilm.data import main
+    main(["synth", "--out", str(tmp_path), "--series", "2", "--frames", "12", "--seed", "99", "--all"])
+    table = pd.read_csv(tmp_path / "all.csv")
+    assert len(table) == 24 and table.filepath.str.contains("data2").sum() == 12
+    assert not (tmp_path / "train.csv").exists() and "all.csv" in capsys.readouterr().out

@@ -177,13 +177,15 @@ def cached_frames(table: Table, files: list[Path], roi: Sequence[int], resolutio
     """The split's frames as uint8 [N, R, R], memory-mapped from a cache built on first use.
 
     The key covers the CSV's bytes, every frame's path, size and mtime, the ROI and the resolution:
-    any change builds a new cache (and removes the stale one) instead of reusing it.
+    any change builds a new cache (and removes that CSV's stale one) instead of reusing it. The name
+    carries the CSV's location, so two datasets' train.csv share a cache folder without evicting each other.
     """
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{table.csv.stem}-{resolution}px-"
+    where = hashlib.sha1(str(table.csv.resolve()).encode()).hexdigest()[:6]
+    stem = f"{table.csv.stem}-{where}-{resolution}px-"
     path = cache_dir / f"{stem}{_cache_key(table, files, roi, resolution)}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")
@@ -304,11 +306,15 @@ def split_series(series: Sequence[str], test_series: Sequence[str] = ()) -> list
 
 
 def synthesize(out: Path, n_series: int, n_frames: int, seed: int, progress: bool = True,
-               train_name: str = "train.csv", test_name: str = "test.csv") -> None:
-    """Generate the built-in dataset under `out` and write its train/test CSVs split by series."""
+               train_name: str = "train.csv", test_name: str = "test.csv", split: bool = True) -> None:
+    """Generate the built-in dataset under `out` and write its train/test CSVs split by series
+    (split=False: every frame in all.csv, an evaluation set of specimens no run has seen)."""
     from thinfilm.synthetic import generate
 
     table = generate(out, n_series, n_frames, seed, progress)
+    if not split:
+        table.to_csv(out / "all.csv", index=False, float_format="%.9g")
+        return
     test = set(split_series(table.filepath.map(series_of)))
     is_test = table.filepath.map(series_of).isin(test)
     table[~is_test].to_csv(out / train_name, index=False, float_format="%.9g")
@@ -358,6 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--series", type=int, default=DataConfig.synthetic_series)
     p.add_argument("--frames", type=int, default=DataConfig.synthetic_frames, help="frames per series")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--all", action="store_true", help="write every frame to all.csv, no train/test split "
+                   "(an evaluation set: give it a --seed no training set used)")
     p = sub.add_parser("split", help="write train/test CSVs split by series folder")
     p.add_argument("--csv", required=True)
     p.add_argument("--out", default=None, help="folder for <name>_train.csv / <name>_test.csv (default: beside the CSV)")
@@ -368,8 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "synth":
-        synthesize(Path(args.out), args.series, args.frames, args.seed)
-        print(f"wrote {args.series * args.frames} frames and train.csv / test.csv under {args.out}")
+        synthesize(Path(args.out), args.series, args.frames, args.seed, split=not args.all)
+        csvs = "all.csv" if args.all else "train.csv / test.csv"
+        print(f"wrote {args.series * args.frames} frames and {csvs} under {args.out}")
     elif args.command == "split":
         csv = Path(args.csv)
         if not csv.is_file():
