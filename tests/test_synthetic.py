@@ -69,3 +69,20 @@ def test_residual_noise_and_level_error_separate_grain_from_offset():
     offset = real + np.array([2.0, -2.0, 2.0, -2.0])[:, None, None]
     assert abs(S.residual_noise(grain).mean() - 3) < 0.6 and S.level_error(grain, real) < 1.0
     assert S.residual_noise(offset).max() == 0 and S.level_error(offset, real) == pytest.approx(2.0)
+
+
+def test_gap_ceiling_is_what_an_ideal_sampler_scores():
+    # frames of 40 specimens, the last 4 of each broken with a gap whose width is drawn per specimen
+    rng = np.random.default_rng(0)
+    broken = np.tile(np.arange(50) >= 46, 40)
+
+    def draw():  # what the conditions command (broken or not) and nothing else: widths are fresh
+        width = np.repeat(rng.uniform(4.0, 10.0, 40), 50)
+        return np.where(broken, width, rng.uniform(0.0, 0.8, broken.size))
+
+    real = draw()
+    ideal = np.mean([np.corrcoef(draw(), real)[0, 1] for _ in range(400)])
+    ceiling = S.gap_ceiling(real)
+    assert 0.8 < ceiling < 0.99 and abs(ideal - ceiling) < 0.01
+    assert S.gap_ceiling(np.full(10, 0.3)) != S.gap_ceiling(np.full(10, 0.3))        # nothing broken: NaN
+    assert S.gap_ceiling(np.where(broken, 7.0, 0.0)) == pytest.approx(1.0)             # one width: r = 1 reachable

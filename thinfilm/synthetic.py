@@ -266,12 +266,29 @@ def level_error(generated: np.ndarray, real: np.ndarray) -> float:
     return float(np.sqrt(np.mean(diff ** 2)))
 
 
+def gap_ceiling(gap: np.ndarray, broken_above: float = 2.0) -> float:
+    """The fracture gap's r that an ideal sampler would score on average against these real frames.
+
+    The gap's width (30..45 px) is drawn per specimen and is in no condition: the conditions command
+    *that* a frame is broken (load ~ 0 after fracture), not how wide the gap is. An ideal sampler draws
+    each broken frame's gap independently from the same spread of widths, so its expected r is
+    Var(E[gap | broken]) / Var(gap) = r(gap, broken)^2, with broken = gap above `broken_above` levels
+    (real frames: <= 1 level before fracture, >= 4 after). NaN where no frame, or every frame, is broken.
+    """
+    broken = (gap > broken_above).astype(np.float64)
+    if broken.std() == 0:
+        return math.nan
+    return float(np.corrcoef(gap, broken)[0, 1] ** 2)
+
+
 def fidelity(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     """How well generated frames show what their conditions command, row i of each being the same
-    condition: the correlation of every visible feature between generated and real frames, and the
-    residual noise of each (flat-strip std, 8-bit levels) and the generated frames' brightness offset."""
+    condition: the correlation of every visible feature between generated and real frames, the best
+    gap correlation an ideal sampler could expect on these frames (`gap_ceiling`), and the residual
+    noise of each (flat-strip std, 8-bit levels) and the generated frames' brightness offset."""
     shown, wanted = measure(generated), measure(real)
     result = {f"corr_{k}": v for k, v in correlations(shown, wanted).items()}
+    result["ceiling_gap"] = gap_ceiling(wanted[:, FEATURES.index("gap")])
     result["noise_generated"] = float(residual_noise(generated).mean())
     result["noise_real"] = float(residual_noise(real).mean())
     result["level_error"] = level_error(generated, real)
