@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,7 +50,7 @@ def test_bf16_autocast_run(synth_dir, tmp_path):
 def test_resume_is_exact(synth_dir, tmp_path):
     """4 straight steps == 2 steps + resume for 2 (bitwise on CPU): data order, RNG, optimiser, EMA, LR."""
     run_train(synth_dir, tmp_path, "train.steps=4", "train.run_name=a", "train.checkpoint_every=2",
-              "train.keep_checkpoints=5", "model.dropout=0.1")
+              "train.keep_checkpoints=5", "model.dropout=0.1", "train.zoom=0.03", 'train.zoom_columns=["x5", "x6"]')
     ckpts = tmp_path / "runs" / "a" / "checkpoints"
     straight = checkpoint.load(ckpts / "step_0000004.pt")
     train.main(["--resume", str(ckpts / "step_0000002.pt"), "--quiet"])
@@ -61,6 +62,27 @@ def test_resume_is_exact(synth_dir, tmp_path):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
     assert straight["data_order"] == resumed["data_order"]
     assert straight["scheduler"]["last_epoch"] == resumed["scheduler"]["last_epoch"] == 4
+
+
+def test_zoom_stretches_frames_and_scales_their_distances(synth_dir):
+    from thinfilm.data import Normalizer, load_frame, read_table, resolve_all, to_network, to_uint8
+    from thinfilm.synthetic import ROI, measure
+    columns = [f"x{i}" for i in range(1, 9)]
+    table = read_table(synth_dir / "train.csv", columns)
+    frames = np.stack([load_frame(f, ROI, 64) for f in resolve_all(table)[:8]])
+    norm = Normalizer.fit(table.values, columns)
+    cond = norm.encode(table.values[:8])
+    idx = torch.tensor([4, 5])
+    shift = torch.tensor([norm.shift[i] / norm.scale[i] for i in (4, 5)])
+    s = torch.tensor([1.0, 1.03, 0.97, 1.02, 0.98, 1.0, 1.03, 0.97])
+    x, c = train.stretch(to_network(frames), cond, s, idx, shift)
+    assert torch.allclose(x[s == 1], to_network(frames)[s == 1], atol=1e-5)          # no zoom: the same frame
+    before, after = measure(frames)[:, :2], measure(to_uint8(x))[:, :2]
+    error = np.abs(after - before * s.numpy()[:, None])     # marks ~1300 px apart move 26-39 px; 1/s: 52-78
+    assert error.max() < 15 and error.mean() < 5
+    raw = norm.decode(c)
+    assert np.allclose(raw[:, 4:6], table.values[:8, 4:6] * s.numpy()[:, None].astype(np.float64), rtol=1e-5)
+    assert np.allclose(raw[:, :4], table.values[:8, :4], rtol=1e-5, atol=1e-6)       # strains, load: unchanged
 
 
 def test_ema_update_against_hand_computed_values():

@@ -184,6 +184,22 @@ def find_checkpoint(resume: str, out_dir: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------ trainer
+def stretch(x: Tensor, cond: Tensor, s: Tensor, columns: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Zoom augmentation: frames [B, 1, R, R] stretched horizontally by s [B] about their centre
+    column (bicubic, edge columns repeated), and the normalised conditions of `columns` (horizontal
+    pixel distances) scaled with them: raw v -> s v, i.e. z -> s z + (s - 1) shift / scale, where
+    `shift` holds shift / scale of those columns. A camera at another magnification, so distances in
+    pixels vary without the strains changing (d0 scales too): the network has to read them."""
+    b, _, h, w = x.shape
+    u = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) * 2 / w - 1      # pixel centres in [-1, 1]
+    v = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * 2 / h - 1
+    grid = torch.stack([(u / s[:, None].to(x.dtype))[:, None, :].expand(b, h, w), v[None, :, None].expand(b, h, w)], -1)
+    x = nn.functional.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(-1, 1)
+    cond = cond.clone()
+    cond[:, columns] = cond[:, columns] * s[:, None] + (s[:, None] - 1) * shift
+    return x, cond
+
+
 class Trainer:
     """Owns the network, optimiser, EMA, data order and RNG streams; `step()` is one update."""
 
@@ -207,6 +223,12 @@ class Trainer:
         self.precision = precision_of(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.order = DataOrder(len(train.frames), t.seed)
+        unknown = sorted(set(t.zoom_columns) - set(cfg.data.columns))
+        if unknown or not 0 <= t.zoom < 1:
+            raise TrainingError(f"train.zoom_columns {unknown} are not among data.columns {cfg.data.columns}" if unknown
+                                else f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.03")
+        self.zoom_idx = torch.tensor([cfg.data.columns.index(c) for c in t.zoom_columns], dtype=torch.long)
+        self.zoom_shift = torch.tensor([normalizer.shift[i] / normalizer.scale[i] for i in self.zoom_idx.tolist()])
         self.gen = torch.Generator(device).manual_seed(t.seed + 1)
         self.step_count, self.bad_in_row, self.bad_total = 0, 0, 0
 
@@ -222,26 +244,32 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
 
-    def _draws(self, g: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Noise, timesteps and condition-dropout masks for a global batch of g (same on every rank)."""
-        r = self.cfg.data.resolution
+    def _draws(self, g: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """Noise, timesteps, condition-dropout masks and zoom factors (None without train.zoom) for a
+        global batch of g (the same on every rank)."""
+        r, tc = self.cfg.data.resolution, self.cfg.train
         noise = torch.randn(g, 1, r, r, generator=self.gen, device=self.device)
         t = torch.randint(0, self.diffusion.timesteps, (g,), generator=self.gen, device=self.device)
         c = len(self.cfg.data.columns)
-        fields = torch.rand(g, c, generator=self.gen, device=self.device) < self.cfg.train.field_drop_prob
-        whole = torch.rand(g, generator=self.gen, device=self.device) < self.cfg.train.cond_drop_prob
-        return noise, t, fields, whole
+        fields = torch.rand(g, c, generator=self.gen, device=self.device) < tc.field_drop_prob
+        whole = torch.rand(g, generator=self.gen, device=self.device) < tc.cond_drop_prob
+        zoom = None
+        if tc.zoom > 0:
+            zoom = 1 + tc.zoom * (2 * torch.rand(g, generator=self.gen, device=self.device) - 1)
+        return noise, t, fields, whole, zoom
 
     def step(self) -> dict[str, Any]:
         """One optimiser step over a global batch; returns detached statistics for logging."""
         tc, start = self.cfg.train, time.perf_counter()
         g, b, accum = self.global_batch, tc.batch_size, tc.grad_accum
         idx = self.order.take(g)
-        noise, t, fields, whole = self._draws(g)
+        noise, t, fields, whole, zoom = self._draws(g)
         frames = torch.from_numpy(np.asarray(self.train.frames[idx.numpy()]))
         cond = self.train.conditions[idx].to(self.device, non_blocking=True)
-        cond = cond.masked_fill(fields | whole[:, None], float("nan"))
         x0 = to_network(frames.to(self.device, non_blocking=True))
+        if zoom is not None:
+            x0, cond = stretch(x0, cond, zoom, self.zoom_idx.to(self.device), self.zoom_shift.to(self.device))
+        cond = cond.masked_fill(fields | whole[:, None], float("nan"))
         data_time = time.perf_counter() - start
 
         losses = torch.zeros(g, device=self.device)
