@@ -81,7 +81,8 @@ class TrainConfig:
     cond_drop_prob: float = 0.1          # drop the whole measurement vector (guidance)
     field_drop_prob: float = 0.1         # drop single fields (sampling from partial measurements)
     zoom: float = 0.0                    # augmentation: stretch each frame horizontally by 1 +- zoom (uniform)
-    zoom_columns: list[str] = field(default_factory=list)   # ... and scale these (horizontal px distances) with it
+    zoom_columns: list[str] = field(default_factory=list)   # ... and scale these columns (horizontal pixel
+                                                            # distances, e.g. x5, x6) with it
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3
     sample_every: int = 2500

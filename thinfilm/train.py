@@ -191,9 +191,10 @@ def stretch(x: Tensor, cond: Tensor, s: Tensor, columns: Tensor, shift: Tensor) 
     `shift` holds shift / scale of those columns. A camera at another magnification, so distances in
     pixels vary without the strains changing (d0 scales too): the network has to read them."""
     b, _, h, w = x.shape
-    u = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) * 2 / w - 1      # pixel centres in [-1, 1]
-    v = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * 2 / h - 1
-    grid = torch.stack([(u / s[:, None].to(x.dtype))[:, None, :].expand(b, h, w), v[None, :, None].expand(b, h, w)], -1)
+    centres = lambda n: (torch.arange(n, device=x.device, dtype=x.dtype) + 0.5) * 2 / n - 1  # noqa: E731
+    u = (centres(w) / s[:, None].to(x.dtype))[:, None, :].expand(b, h, w)     # source column of each pixel
+    v = centres(h)[None, :, None].expand(b, h, w)
+    grid = torch.stack([u, v], -1)
     x = nn.functional.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(-1, 1)
     cond = cond.clone()
     cond[:, columns] = cond[:, columns] * s[:, None] + (s[:, None] - 1) * shift
@@ -223,10 +224,12 @@ class Trainer:
         self.precision = precision_of(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.order = DataOrder(len(train.frames), t.seed)
-        unknown = sorted(set(t.zoom_columns) - set(cfg.data.columns))
-        if unknown or not 0 <= t.zoom < 1:
-            raise TrainingError(f"train.zoom_columns {unknown} are not among data.columns {cfg.data.columns}" if unknown
-                                else f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.03")
+        if not 0 <= t.zoom < 1:
+            raise TrainingError(f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.04")
+        unknown = [c for c in t.zoom_columns if c not in cfg.data.columns]
+        if unknown:
+            raise TrainingError(f"train.zoom_columns: {', '.join(unknown)} not in data.columns "
+                                f"({', '.join(cfg.data.columns)})")
         self.zoom_idx = torch.tensor([cfg.data.columns.index(c) for c in t.zoom_columns], dtype=torch.long)
         self.zoom_shift = torch.tensor([normalizer.shift[i] / normalizer.scale[i] for i in self.zoom_idx.tolist()])
         self.gen = torch.Generator(device).manual_seed(t.seed + 1)
