@@ -85,6 +85,13 @@ def test_zoom_stretches_frames_and_scales_their_distances(synth_dir):
     assert np.allclose(raw[:, :4], table.values[:8, :4], rtol=1e-5, atol=1e-6)       # strains, load: unchanged
 
 
+def test_zoom_settings_are_checked(synth_dir, tmp_path):
+    with pytest.raises(train.TrainingError, match="zoom_columns: x9 not in data.columns"):
+        run_train(synth_dir, tmp_path, "train.steps=1", 'train.zoom_columns=["x5", "x9"]')
+    with pytest.raises(train.TrainingError, match=r"train.zoom = 1.5: give a fraction in \[0, 1\)"):
+        run_train(synth_dir, tmp_path, "train.steps=1", "train.zoom=1.5")
+
+
 def test_ema_update_against_hand_computed_values():
     net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
     ema = train.EMA(net, max_decay=0.9999, inv_gamma=1.0, power=0.75)
