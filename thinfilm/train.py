@@ -230,8 +230,9 @@ class Trainer:
         if unknown:
             raise TrainingError(f"train.zoom_columns: {', '.join(unknown)} not in data.columns "
                                 f"({', '.join(cfg.data.columns)})")
-        self.zoom_idx = torch.tensor([cfg.data.columns.index(c) for c in t.zoom_columns], dtype=torch.long)
-        self.zoom_shift = torch.tensor([normalizer.shift[i] / normalizer.scale[i] for i in self.zoom_idx.tolist()])
+        zoomed = [cfg.data.columns.index(c) for c in t.zoom_columns]
+        self.zoom_idx = torch.tensor(zoomed, dtype=torch.long, device=device)
+        self.zoom_shift = torch.tensor([normalizer.shift[i] / normalizer.scale[i] for i in zoomed], device=device)
         self.gen = torch.Generator(device).manual_seed(t.seed + 1)
         self.step_count, self.bad_in_row, self.bad_total = 0, 0, 0
 
@@ -271,7 +272,7 @@ class Trainer:
         cond = self.train.conditions[idx].to(self.device, non_blocking=True)
         x0 = to_network(frames.to(self.device, non_blocking=True))
         if zoom is not None:
-            x0, cond = stretch(x0, cond, zoom, self.zoom_idx.to(self.device), self.zoom_shift.to(self.device))
+            x0, cond = stretch(x0, cond, zoom, self.zoom_idx, self.zoom_shift)
         cond = cond.masked_fill(fields | whole[:, None], float("nan"))
         data_time = time.perf_counter() - start
 
