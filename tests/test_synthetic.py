@@ -44,22 +44,45 @@ def test_relations_between_columns():
         assert 30 < (x5[broken][0] - x5[~broken][-1]) < 45                  # recoil at fracture
 
 
-def test_measure_reads_back_what_drives_the_frame(tmp_path):
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Series 1 (40 frames, the last few broken) rendered and loaded like the training data, at 64 px."""
     s = S.simulate(1, 40, 0)
     rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("frames") / "f.tif"
     frames = []
     for i in range(40):
-        full = S.render(s, i, rng)
-        Image.fromarray(full).save(tmp_path / "f.tif")
-        frames.append(load_frame(tmp_path / "f.tif", S.ROI, 64))
-    m = S.measure(np.stack(frames))
+        Image.fromarray(S.render(s, i, rng)).save(path)
+        frames.append(load_frame(path, S.ROI, 64))
+    return s, np.stack(frames)
+
+
+def test_measure_reads_back_what_drives_the_frame(rendered):
+    s, frames = rendered
+    m = S.measure(frames)
     assert np.corrcoef(m[:, 0], s.sep_a)[0, 1] > 0.98 and np.abs(m[:, 0] - s.sep_a).max() < 15
     assert np.corrcoef(m[:, 1], s.sep_b)[0, 1] > 0.98
     whole = ~s.broken
     assert np.corrcoef(m[whole, 2], s.plastic[whole])[0, 1] > 0.95       # crazes follow plastic strain
     assert m[s.broken, 3].min() > 3 * m[~s.broken, 3].max()               # the fracture gap
+    assert np.array_equal(S.broken_frames(m[:, 3]), s.broken)
     assert np.corrcoef(m[:, 4], -s.strain)[0, 1] > 0.9                    # Poisson contraction
-    assert S.residual_noise(np.stack(frames)).mean() < 1.0
+    assert S.residual_noise(frames).mean() < 1.0
+
+
+def test_fidelity_scores_a_missing_gap(rendered):
+    s, frames = rendered
+    same = S.fidelity(frames, frames)
+    assert all(same[f"corr_{k}"] == pytest.approx(1.0) for k in S.FEATURES)
+    assert same["corr_fracture"] == pytest.approx(same["ceiling_fracture"])
+    assert same["ceiling_gap"] == pytest.approx(same["ceiling_fracture"] ** 2)
+    assert same["level_error"] == 0 and same["noise_generated"] == same["noise_real"]
+    first = int(np.flatnonzero(s.broken)[0])
+    gapless = frames.copy()
+    gapless[first] = frames[first - 1]                     # the first broken frame drawn as the one before
+    missed = S.fidelity(gapless, frames)
+    assert missed["corr_fracture"] < same["ceiling_fracture"] - 0.1
+    assert missed["corr_sep_a"] > 0.95                     # only the gap is wrong
 
 
 def test_residual_noise_and_level_error_separate_grain_from_offset():
@@ -71,7 +94,7 @@ def test_residual_noise_and_level_error_separate_grain_from_offset():
     assert S.residual_noise(offset).max() == 0 and S.level_error(offset, real) == pytest.approx(2.0)
 
 
-def test_gap_ceiling_is_what_an_ideal_sampler_scores():
+def test_gap_ceilings_are_what_an_ideal_sampler_scores():
     # frames of 40 specimens, the last 4 of each broken with a gap whose width is drawn per specimen
     rng = np.random.default_rng(0)
     broken = np.tile(np.arange(50) >= 46, 40)
@@ -84,5 +107,13 @@ def test_gap_ceiling_is_what_an_ideal_sampler_scores():
     ideal = np.mean([np.corrcoef(draw(), real)[0, 1] for _ in range(400)])
     ceiling = S.gap_ceiling(real)
     assert 0.8 < ceiling < 0.99 and abs(ideal - ceiling) < 0.01
+    # against what the conditions command (fracture or not) the ideal sampler scores r(real gap, broken)
+    commanded = S.broken_frames(real)
+    assert np.array_equal(commanded, broken)
+    ideal = np.mean([np.corrcoef(draw(), commanded)[0, 1] for _ in range(400)])
+    assert abs(ideal - np.sqrt(ceiling)) < 0.01
+    missing = draw()
+    missing[np.flatnonzero(broken)[::8]] = 0.3                  # one broken frame in 8 drawn without its gap
+    assert np.corrcoef(missing, commanded)[0, 1] < np.sqrt(ceiling) - 0.05
     assert S.gap_ceiling(np.full(10, 0.3)) != S.gap_ceiling(np.full(10, 0.3))        # nothing broken: NaN
     assert S.gap_ceiling(np.where(broken, 7.0, 0.0)) == pytest.approx(1.0)             # one width: r = 1 reachable

@@ -235,14 +235,15 @@ def _crossing(profile: np.ndarray, level: float) -> float:
     return i - 1 + (level - profile[i - 1]) / max(profile[i] - profile[i - 1], 1e-12) + 0.5
 
 
+def _r(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two [N] arrays; NaN where either is constant."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else math.nan
+
+
 def correlations(shown: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
     """Pearson correlation per feature between two [N, F] feature tables (NaN where constant)."""
-    result = {}
-    for j, name in enumerate(FEATURES):
-        a, b = shown[:, j], wanted[:, j]
-        ok = a.std() > 0 and b.std() > 0
-        result[name] = float(np.corrcoef(a, b)[0, 1]) if ok else math.nan
-    return result
+    return {name: _r(shown[:, j], wanted[:, j]) for j, name in enumerate(FEATURES)}
 
 
 def _flat_patch(frames: np.ndarray) -> np.ndarray:
@@ -266,29 +267,38 @@ def level_error(generated: np.ndarray, real: np.ndarray) -> float:
     return float(np.sqrt(np.mean(diff ** 2)))
 
 
+def broken_frames(gap: np.ndarray, broken_above: float = 2.0) -> np.ndarray:
+    """Which frames show a fractured specimen, from their measured gap (8-bit levels): real frames show
+    <= 1 level before fracture and >= 4 after, so the threshold separates them exactly."""
+    return np.asarray(gap) > broken_above
+
+
 def gap_ceiling(gap: np.ndarray, broken_above: float = 2.0) -> float:
     """The fracture gap's r that an ideal sampler would score on average against these real frames.
 
     The gap's width (30..45 px) is drawn per specimen and is in no condition: the conditions command
     *that* a frame is broken (load ~ 0 after fracture), not how wide the gap is. An ideal sampler draws
     each broken frame's gap independently from the same spread of widths, so its expected r is
-    Var(E[gap | broken]) / Var(gap) = r(gap, broken)^2, with broken = gap above `broken_above` levels
-    (real frames: <= 1 level before fracture, >= 4 after). NaN where no frame, or every frame, is broken.
+    Var(E[gap | broken]) / Var(gap) = r(gap, broken)^2 (`broken_frames`). NaN where no frame, or every
+    frame, is broken.
     """
-    broken = (gap > broken_above).astype(np.float64)
-    if broken.std() == 0:
-        return math.nan
-    return float(np.corrcoef(gap, broken)[0, 1] ** 2)
+    return _r(gap, broken_frames(gap, broken_above)) ** 2
 
 
 def fidelity(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     """How well generated frames show what their conditions command, row i of each being the same
-    condition: the correlation of every visible feature between generated and real frames, the best
-    gap correlation an ideal sampler could expect on these frames (`gap_ceiling`), and the residual
-    noise of each (flat-strip std, 8-bit levels) and the generated frames' brightness offset."""
+    condition: the correlation of every visible feature between generated and real frames; for the
+    gap, also its correlation with what the condition commands, fracture or not (`corr_fracture`:
+    the real frame's gap width is drawn per specimen, in no condition), and what an ideal sampler would
+    score on both (`ceiling_gap`, `ceiling_fracture` = r(real gap, fracture)); the residual noise of
+    each (flat-strip std, 8-bit levels) and the generated frames' brightness offset."""
     shown, wanted = measure(generated), measure(real)
     result = {f"corr_{k}": v for k, v in correlations(shown, wanted).items()}
-    result["ceiling_gap"] = gap_ceiling(wanted[:, FEATURES.index("gap")])
+    gap = FEATURES.index("gap")
+    broken = broken_frames(wanted[:, gap])
+    result["corr_fracture"] = _r(shown[:, gap], broken)
+    result["ceiling_gap"] = gap_ceiling(wanted[:, gap])
+    result["ceiling_fracture"] = _r(wanted[:, gap], broken)
     result["noise_generated"] = float(residual_noise(generated).mean())
     result["noise_real"] = float(residual_noise(real).mean())
     result["level_error"] = level_error(generated, real)
