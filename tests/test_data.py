@@ -1,4 +1,5 @@
 """The data pipeline: CSVs, rebasing, ROI, normaliser, cache, split, inspect, and every bad input."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,8 +13,8 @@ import torch
 from PIL import Image
 
 from thinfilm.config import load_config
-from thinfilm.data import (DataError, Normalizer, cached_frames, inspect, load_frame, read_table, resolve,
-                           resolve_all, split_series, to_network, to_uint8)
+from thinfilm.data import (DataError, Normalizer, after_fracture, cached_frames, inspect, load_frame, read_table,
+                           resolve, resolve_all, series_of, split_series, to_network, to_uint8)
 
 COLS = [f"x{i}" for i in range(1, 9)]
 
@@ -161,6 +162,18 @@ def test_split_keeps_series_disjoint(tmp_path):
     train, test = pd.read_csv(tmp_path / "all_train.csv"), pd.read_csv(tmp_path / "all_test.csv")
     series = lambda t: {p.split("\\")[-2] for p in t.filepath}  # noqa: E731
     assert series(train) == {"data1", "data3"} and series(test) == {"data2"} and len(train) + len(test) == 12
+
+
+def test_after_fracture_finds_the_broken_frames(synth_dir):
+    from thinfilm.synthetic import simulate
+    table = read_table(synth_dir / "train.csv", COLS)
+    series = [series_of(p) for p in table.paths]
+    truth = np.concatenate([simulate(int(name[4:]), 12, 0).broken for name in dict.fromkeys(series)])
+    assert truth.sum() >= 9 and np.array_equal(after_fracture(table, "x1"), truth)
+    # idle frames before loading have the same ~0 load and are not after fracture; a NaN load is unbroken
+    values = table.values.copy()
+    values[np.flatnonzero(truth)[0], 0] = np.nan
+    assert after_fracture(dataclasses.replace(table, values=values), "x1").sum() == truth.sum() - 1
 
 
 def test_inspect_under_another_root(synth_dir, tmp_path):

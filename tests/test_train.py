@@ -50,7 +50,8 @@ def test_bf16_autocast_run(synth_dir, tmp_path):
 def test_resume_is_exact(synth_dir, tmp_path):
     """4 straight steps == 2 steps + resume for 2 (bitwise on CPU): data order, RNG, optimiser, EMA, LR."""
     run_train(synth_dir, tmp_path, "train.steps=4", "train.run_name=a", "train.checkpoint_every=2",
-              "train.keep_checkpoints=5", "model.dropout=0.1", "train.zoom=0.03", 'train.zoom_columns=["x5", "x6"]')
+              "train.keep_checkpoints=5", "model.dropout=0.1", "train.zoom=0.03", 'train.zoom_columns=["x5", "x6"]',
+              "train.fracture_repeat=3")
     ckpts = tmp_path / "runs" / "a" / "checkpoints"
     straight = checkpoint.load(ckpts / "step_0000004.pt")
     train.main(["--resume", str(ckpts / "step_0000002.pt"), "--quiet"])
@@ -85,11 +86,27 @@ def test_zoom_stretches_frames_and_scales_their_distances(synth_dir):
     assert np.allclose(raw[:, :4], table.values[:8, :4], rtol=1e-5, atol=1e-6)       # strains, load: unchanged
 
 
+def test_fracture_repeat_draws_broken_frames_more_often(synth_dir, tmp_path):
+    from thinfilm.data import after_fracture
+    cfg = tiny_config(synth_dir, tmp_path, "train.fracture_repeat=3")
+    tr, te, norm = load_splits(cfg.data, progress=False)
+    trainer = train.Trainer(cfg, tr, te, norm, torch.device("cpu"))
+    counts = torch.bincount(trainer.pool, minlength=len(tr.frames)).numpy()
+    broken = after_fracture(tr.table, "x1")
+    assert broken.any() and (counts[broken] == 3).all() and (counts[~broken] == 1).all()
+    epoch = trainer.pool[trainer.order.take(len(trainer.pool))]           # one epoch, as step() draws it
+    assert np.array_equal(torch.bincount(epoch, minlength=len(tr.frames)).numpy(), counts)
+
+
 def test_zoom_settings_are_checked(synth_dir, tmp_path):
     with pytest.raises(train.TrainingError, match="zoom_columns: x9 not in data.columns"):
         run_train(synth_dir, tmp_path, "train.steps=1", 'train.zoom_columns=["x5", "x9"]')
     with pytest.raises(train.TrainingError, match=r"train.zoom = 1.5: give a fraction in \[0, 1\)"):
         run_train(synth_dir, tmp_path, "train.steps=1", "train.zoom=1.5")
+    with pytest.raises(train.TrainingError, match="train.fracture_repeat = 0: give a whole number >= 1"):
+        run_train(synth_dir, tmp_path, "train.steps=1", "train.fracture_repeat=0")
+    with pytest.raises(train.TrainingError, match="train.fracture_load: load not in data.columns"):
+        run_train(synth_dir, tmp_path, "train.steps=1", "train.fracture_repeat=2", "train.fracture_load=load")
 
 
 def test_ema_update_against_hand_computed_values():

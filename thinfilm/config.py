@@ -83,6 +83,8 @@ class TrainConfig:
     zoom: float = 0.0                    # augmentation: stretch each frame horizontally by 1 +- zoom (uniform)
     zoom_columns: list[str] = field(default_factory=list)   # ... and scale these columns (horizontal pixel
                                                             # distances, e.g. x5, x6) with it
+    fracture_repeat: int = 1             # draw each frame after fracture this many times as often (data.after_fracture)
+    fracture_load: str = "x1"            # ... found by this column: the load
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3
     sample_every: int = 2500

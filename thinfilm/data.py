@@ -289,6 +289,23 @@ def series_of(path: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
+def after_fracture(table: Table, load: str, drop: float = 0.1) -> np.ndarray:
+    """Which frames show a broken specimen: [N] bool. Per series, in CSV order, the frames after the
+    one with the highest `load` whose load is under `drop` times that peak (DOMAIN.md: the load falls
+    to ~0 within 1-2 frames of fracture). A NaN load counts as unbroken."""
+    j = table.columns.index(load)
+    series = np.array([series_of(p) for p in table.paths])
+    broken = np.zeros(len(table), dtype=bool)
+    for name in np.unique(series):
+        rows = np.flatnonzero(series == name)
+        v = table.values[rows, j]
+        if np.isnan(v).all():
+            continue
+        peak = int(np.nanargmax(v))
+        broken[rows[peak + 1:]] = v[peak + 1:] < drop * v[peak]
+    return broken
+
+
 def split_series(series: Sequence[str], test_series: Sequence[str] = ()) -> list[str]:
     """Which series are held out: given ones, or the researcher's rule (fewer than 5 series: one,
     the middle one in sorted order; otherwise a fifth of them, evenly spaced)."""

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from thinfilm import UserError, checkpoint, cli
 from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml
-from thinfilm.data import Normalizer, Split, load_splits, to_network, to_uint8
+from thinfilm.data import Normalizer, Split, after_fracture, load_splits, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.sample import frame_seed, generate
 from thinfilm.unet import UNet, autocast_dtype, fast_dtype
@@ -223,7 +223,16 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self.precision = precision_of(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
-        self.order = DataOrder(len(train.frames), t.seed)
+        if t.fracture_repeat < 1:
+            raise TrainingError(f"train.fracture_repeat = {t.fracture_repeat}: give a whole number >= 1 (1 = off)")
+        if t.fracture_repeat > 1 and t.fracture_load not in cfg.data.columns:
+            raise TrainingError(f"train.fracture_load: {t.fracture_load} not in data.columns "
+                                f"({', '.join(cfg.data.columns)})")
+        self.pool = torch.arange(len(train.frames))        # the frames an epoch draws, each once or more
+        if t.fracture_repeat > 1:
+            broken = torch.from_numpy(np.flatnonzero(after_fracture(train.table, t.fracture_load)))
+            self.pool = torch.cat([self.pool, broken.repeat(t.fracture_repeat - 1)])
+        self.order = DataOrder(len(self.pool), t.seed)
         if not 0 <= t.zoom < 1:
             raise TrainingError(f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.04")
         unknown = [c for c in t.zoom_columns if c not in cfg.data.columns]
@@ -266,7 +275,7 @@ class Trainer:
         """One optimiser step over a global batch; returns detached statistics for logging."""
         tc, start = self.cfg.train, time.perf_counter()
         g, b, accum = self.global_batch, tc.batch_size, tc.grad_accum
-        idx = self.order.take(g)
+        idx = self.pool[self.order.take(g)]
         noise, t, fields, whole, zoom = self._draws(g)
         frames = torch.from_numpy(np.asarray(self.train.frames[idx.numpy()]))
         cond = self.train.conditions[idx].to(self.device, non_blocking=True)
@@ -472,8 +481,11 @@ def main(argv: list[str] | None = None) -> None:
         (run.path / "config.toml").write_text(to_toml(cfg))
     logger = Logger(run, cfg, cfg.diffusion.timesteps) if ddp.main else None
     n_params = sum(p.numel() for p in trainer.net.parameters())
+    repeat = cfg.train.fracture_repeat
+    broken = f" ({(len(trainer.pool) - len(train.frames)) // (repeat - 1)} after fracture, drawn {repeat}x)" \
+        if repeat > 1 else ""
     if ddp.main:
-        print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames, "
+        print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames{broken}, "
               f"global batch {trainer.global_batch}, {trainer.precision} on {device}"
               + (f" x {ddp.world} processes" if ddp.world > 1 else ""))
     fixed = np.linspace(0, len(test.frames) - 1, min(cfg.train.sample_count, len(test.frames))).round().astype(int)
