@@ -62,7 +62,8 @@ class EMA:
 
 
 class DataOrder:
-    """Global batches of frame indices: a fresh permutation per epoch, seeded by (seed, epoch)."""
+    """Global batches of positions in the training pool (`Trainer.pool`: frame indices, frames after
+    fracture repeated): a fresh permutation per epoch, seeded by (seed, epoch)."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
@@ -228,10 +229,10 @@ class Trainer:
         if t.fracture_repeat > 1 and t.fracture_load not in cfg.data.columns:
             raise TrainingError(f"train.fracture_load: {t.fracture_load} not in data.columns "
                                 f"({', '.join(cfg.data.columns)})")
-        self.pool = torch.arange(len(train.frames))        # the frames an epoch draws, each once or more
-        if t.fracture_repeat > 1:
-            broken = torch.from_numpy(np.flatnonzero(after_fracture(train.table, t.fracture_load)))
-            self.pool = torch.cat([self.pool, broken.repeat(t.fracture_repeat - 1)])
+        broken = np.flatnonzero(after_fracture(train.table, t.fracture_load)) if t.fracture_repeat > 1 else []
+        self.n_after_fracture = len(broken)
+        self.pool = torch.cat([torch.arange(len(train.frames)),    # the frames an epoch draws, each once or more
+                               torch.as_tensor(broken, dtype=torch.long).repeat(t.fracture_repeat - 1)])
         self.order = DataOrder(len(self.pool), t.seed)
         if not 0 <= t.zoom < 1:
             raise TrainingError(f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.04")
@@ -482,8 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     logger = Logger(run, cfg, cfg.diffusion.timesteps) if ddp.main else None
     n_params = sum(p.numel() for p in trainer.net.parameters())
     repeat = cfg.train.fracture_repeat
-    broken = f" ({(len(trainer.pool) - len(train.frames)) // (repeat - 1)} after fracture, drawn {repeat}x)" \
-        if repeat > 1 else ""
+    broken = f" ({trainer.n_after_fracture} after fracture, drawn {repeat}x)" if repeat > 1 else ""
     if ddp.main:
         print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames{broken}, "
               f"global batch {trainer.global_batch}, {trainer.precision} on {device}"
