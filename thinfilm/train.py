@@ -202,6 +202,24 @@ def stretch(x: Tensor, cond: Tensor, s: Tensor, columns: Tensor, shift: Tensor) 
     return x, cond
 
 
+def check_batch_settings(cfg: Config) -> None:
+    """One-line errors for the settings that change what a training batch holds (zoom, fracture repeat)."""
+    t, columns = cfg.train, cfg.data.columns
+
+    def known(key: str, names: list[str]) -> None:
+        unknown = [c for c in names if c not in columns]
+        if unknown:
+            raise TrainingError(f"train.{key}: {', '.join(unknown)} not in data.columns ({', '.join(columns)})")
+
+    if not 0 <= t.zoom < 1:
+        raise TrainingError(f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.04")
+    known("zoom_columns", t.zoom_columns)
+    if t.fracture_repeat < 1:
+        raise TrainingError(f"train.fracture_repeat = {t.fracture_repeat}: give a whole number >= 1 (1 = off)")
+    if t.fracture_repeat > 1:
+        known("fracture_load", [t.fracture_load])
+
+
 class Trainer:
     """Owns the network, optimiser, EMA, data order and RNG streams; `step()` is one update."""
 
@@ -210,6 +228,7 @@ class Trainer:
         self.cfg, self.train, self.test, self.normalizer, self.device, self.ddp = \
             cfg, train, test, normalizer, device, ddp
         t = cfg.train
+        check_batch_settings(cfg)
         torch.manual_seed(t.seed)
         self.net = UNet.from_config(cfg).to(device)
         self.ema = EMA(self.net, t.ema_max_decay, t.ema_inv_gamma, t.ema_power)
@@ -224,22 +243,11 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self.precision = precision_of(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
-        if t.fracture_repeat < 1:
-            raise TrainingError(f"train.fracture_repeat = {t.fracture_repeat}: give a whole number >= 1 (1 = off)")
-        if t.fracture_repeat > 1 and t.fracture_load not in cfg.data.columns:
-            raise TrainingError(f"train.fracture_load: {t.fracture_load} not in data.columns "
-                                f"({', '.join(cfg.data.columns)})")
         broken = np.flatnonzero(after_fracture(train.table, t.fracture_load)) if t.fracture_repeat > 1 else []
         self.n_after_fracture = len(broken)
         self.pool = torch.cat([torch.arange(len(train.frames)),    # the frames an epoch draws, each once or more
                                torch.as_tensor(broken, dtype=torch.long).repeat(t.fracture_repeat - 1)])
         self.order = DataOrder(len(self.pool), t.seed)
-        if not 0 <= t.zoom < 1:
-            raise TrainingError(f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.04")
-        unknown = [c for c in t.zoom_columns if c not in cfg.data.columns]
-        if unknown:
-            raise TrainingError(f"train.zoom_columns: {', '.join(unknown)} not in data.columns "
-                                f"({', '.join(cfg.data.columns)})")
         zoomed = [cfg.data.columns.index(c) for c in t.zoom_columns]
         self.zoom_idx = torch.tensor(zoomed, dtype=torch.long, device=device)
         self.zoom_shift = torch.tensor([normalizer.shift[i] / normalizer.scale[i] for i in zoomed], device=device)
