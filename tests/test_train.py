@@ -98,7 +98,7 @@ def test_fracture_repeat_draws_broken_frames_more_often(synth_dir, tmp_path):
     assert np.array_equal(torch.bincount(epoch, minlength=len(tr.frames)).numpy(), counts)
 
 
-def test_zoom_settings_are_checked(synth_dir, tmp_path):
+def test_training_settings_are_checked(synth_dir, tmp_path):
     with pytest.raises(train.TrainingError, match="zoom_columns: x9 not in data.columns"):
         run_train(synth_dir, tmp_path, "train.steps=1", 'train.zoom_columns=["x5", "x9"]')
     with pytest.raises(train.TrainingError, match=r"train.zoom = 1.5: give a fraction in \[0, 1\)"):
@@ -107,6 +107,8 @@ def test_zoom_settings_are_checked(synth_dir, tmp_path):
         run_train(synth_dir, tmp_path, "train.steps=1", "train.fracture_repeat=0")
     with pytest.raises(train.TrainingError, match="train.fracture_load: load not in data.columns"):
         run_train(synth_dir, tmp_path, "train.steps=1", "train.fracture_repeat=2", "train.fracture_load=load")
+    with pytest.raises(train.TrainingError, match=r"diffusion.min_snr_floor = 6.0: give a weight in \[0, min_snr_gamma = 5\]"):
+        run_train(synth_dir, tmp_path, "train.steps=1", "diffusion.min_snr_floor=6")
 
 
 def test_ema_update_against_hand_computed_values():

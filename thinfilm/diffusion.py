@@ -115,17 +115,19 @@ class GaussianDiffusion:
         return a / (1 - a)
 
     def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor, weighting: str = "none",
-             gamma: float = 5.0) -> Tensor:
+             gamma: float = 5.0, floor: float = 0.0) -> Tensor:
         """Per-sample training loss [B]: mean squared error to `target`, optionally min-SNR-gamma weighted.
 
         min-SNR (Hang et al. 2023, eq. 10) expressed for each target: the x0-space weight
         min(SNR, gamma) becomes min(SNR, gamma) / SNR for eps and min(SNR, gamma) / (SNR + 1) for v.
+        `floor` raises the x0-space weight to at least that value: min(SNR, gamma) alone is ~0.007 at
+        t = 700 of the linear schedule, so what a noisy frame must become is barely trained.
         """
         err = (pred.float() - self.target(x0, noise, t).float()).pow(2).flatten(1).mean(1)
         if weighting == "none":
             return err
         snr = self.snr(t)
-        clipped = snr.clamp(max=gamma)
+        clipped = snr.clamp(min=floor, max=gamma)
         weight = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
         return err * weight.float()
 

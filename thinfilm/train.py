@@ -202,8 +202,9 @@ def stretch(x: Tensor, cond: Tensor, s: Tensor, columns: Tensor, shift: Tensor) 
     return x, cond
 
 
-def check_batch_settings(cfg: Config) -> None:
-    """One-line errors for the settings that change what a training batch holds (zoom, fracture repeat)."""
+def check_settings(cfg: Config) -> None:
+    """One-line errors for training settings whose range the config's types do not catch: what a batch
+    holds (zoom, fracture repeat) and the loss weight's floor."""
     t, columns = cfg.train, cfg.data.columns
 
     def known(key: str, names: list[str]) -> None:
@@ -218,6 +219,10 @@ def check_batch_settings(cfg: Config) -> None:
         raise TrainingError(f"train.fracture_repeat = {t.fracture_repeat}: give a whole number >= 1 (1 = off)")
     if t.fracture_repeat > 1:
         known("fracture_load", [t.fracture_load])
+    d = cfg.diffusion
+    if not 0 <= d.min_snr_floor <= d.min_snr_gamma:
+        raise TrainingError(f"diffusion.min_snr_floor = {d.min_snr_floor}: give a weight in [0, min_snr_gamma = "
+                            f"{d.min_snr_gamma:g}], e.g. 0.3")
 
 
 class Trainer:
@@ -228,7 +233,7 @@ class Trainer:
         self.cfg, self.train, self.test, self.normalizer, self.device, self.ddp = \
             cfg, train, test, normalizer, device, ddp
         t = cfg.train
-        check_batch_settings(cfg)
+        check_settings(cfg)
         torch.manual_seed(t.seed)
         self.net = UNet.from_config(cfg).to(device)
         self.ema = EMA(self.net, t.ema_max_decay, t.ema_inv_gamma, t.ema_power)
@@ -304,7 +309,8 @@ class Trainer:
                 with self._autocast():
                     pred = self.model(x_t, t[part], cond[part])
                 loss = self.diffusion.loss(pred, x0[part], noise[part], t[part],
-                                           self.cfg.diffusion.loss_weighting, self.cfg.diffusion.min_snr_gamma)
+                                           self.cfg.diffusion.loss_weighting, self.cfg.diffusion.min_snr_gamma,
+                                           self.cfg.diffusion.min_snr_floor)
                 self.scaler.scale(loss.mean() / accum).backward()
             losses[part] = loss.detach()
         if self.ddp.world > 1:
