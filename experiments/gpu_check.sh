@@ -24,8 +24,8 @@ variant() {  # name, overrides...
   cp /tmp/runs/"$name"/samples/step_0001200.png "$OUT/$name.png" 2>/dev/null
 }
 variant v_minsnr diffusion.prediction=\"v\" diffusion.loss_weighting=\"min_snr\"
-variant v_plain diffusion.prediction=\"v\" diffusion.loss_weighting=\"none\"
-variant eps_plain diffusion.prediction=\"eps\" diffusion.loss_weighting=\"none\"
+variant v_plain diffusion.prediction=\"v\" diffusion.loss_weighting=\"none\" diffusion.min_snr_floor=0
+variant eps_plain diffusion.prediction=\"eps\" diffusion.loss_weighting=\"none\" diffusion.min_snr_floor=0
 python3 -m thinfilm.sample --ckpt /tmp/runs/v_plain --conditions /tmp/syn/test.csv --out /tmp/cli --quiet | tail -1
 python3 experiments/fidelity.py --samples /tmp/cli --reference /tmp/syn/test.csv | tee "$OUT/cli_fidelity.json"
 timeout 240 python3 experiments/gpu_check.py --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log"

@@ -109,6 +109,9 @@ def test_training_settings_are_checked(synth_dir, tmp_path):
         run_train(synth_dir, tmp_path, "train.steps=1", "train.fracture_repeat=2", "train.fracture_load=load")
     with pytest.raises(train.TrainingError, match=r"diffusion.min_snr_floor = 6.0: give a weight in \[0, min_snr_gamma = 5\]"):
         run_train(synth_dir, tmp_path, "train.steps=1", "diffusion.min_snr_floor=6")
+    with pytest.raises(train.TrainingError, match="min_snr_floor = 0.3 floors the min_snr weight, but "
+                                                  "diffusion.loss_weighting = 'none'"):
+        run_train(synth_dir, tmp_path, "train.steps=1", "diffusion.min_snr_floor=0.3", "diffusion.loss_weighting=none")
 
 
 def test_ema_update_against_hand_computed_values():

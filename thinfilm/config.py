@@ -60,7 +60,7 @@ class DiffusionConfig:
     prediction: str = "eps"              # eps | x0 | v
     loss_weighting: str = "none"         # none | min_snr
     min_snr_gamma: float = 5.0
-    min_snr_floor: float = 0.0           # ... and never below this (x0 space; README: "a floor")
+    min_snr_floor: float = 0.0           # min_snr's x0-space weight never below this (README: "a floor")
 
 
 @dataclass

@@ -223,6 +223,9 @@ def check_settings(cfg: Config) -> None:
     if not 0 <= d.min_snr_floor <= d.min_snr_gamma:
         raise TrainingError(f"diffusion.min_snr_floor = {d.min_snr_floor}: give a weight in [0, min_snr_gamma = "
                             f"{d.min_snr_gamma:g}], e.g. 0.3")
+    if d.min_snr_floor > 0 and d.loss_weighting != "min_snr":
+        raise TrainingError(f"diffusion.min_snr_floor = {d.min_snr_floor} floors the min_snr weight, but "
+                            f"diffusion.loss_weighting = {d.loss_weighting!r}: set it to \"min_snr\" or the floor to 0")
 
 
 class Trainer:
