@@ -19,7 +19,8 @@ import torch
 
 from thinfilm.config import load_config
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.unet import UNet, guided
+from thinfilm.sampling import guided
+from thinfilm.unet import UNet
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> float:

@@ -1,7 +1,10 @@
-"""The config contract: TOML in, dotted overrides, every mistake named."""
+"""The config contract: TOML in, dotted overrides, every mistake named before any work."""
+import re
+
 import pytest
 
-from thinfilm.config import Config, ConfigError, from_dict, load_config, to_toml
+from thinfilm import train
+from thinfilm.config import Config, ConfigError, from_dict, load_config, to_toml, validate
 from thinfilm.unet import UNet
 
 
@@ -66,3 +69,46 @@ def test_shipped_experiments_build(name):
     with __import__("torch").device("meta"):
         net = UNet.from_config(cfg)
     assert net.resolution == cfg.data.resolution and net.n_conditions == len(cfg.data.columns)
+
+
+BAD_VALUES = [
+    ("data.resolution=100", "data.resolution = 100 is not divisible by 16 (model.patch_size 2 x 2^3"),
+    ("model.attention_levels=[5]", "model.attention_levels = [5]: levels are 0..3"),
+    ("data.roi=[0, 0, 767]", "data.roi = [0, 0, 767]: give [top, left, height, width]"),
+    ("train.zoom=1.5", "train.zoom = 1.5: give a fraction in [0, 1)"),
+    ('train.zoom_columns=["x5", "x9"]', "train.zoom_columns: x9 not in data.columns"),
+    ("train.fracture_repeat=0", "train.fracture_repeat = 0: give a whole number >= 1"),
+    ("train.fracture_load=load", "train.fracture_load: load not in data.columns"),
+    ("diffusion.min_snr_floor=6", "diffusion.min_snr_floor = 6.0: give a weight in [0, min_snr_gamma = 5]"),
+    ("diffusion.loss_weighting=none", "min_snr_floor = 0.3 floors the min_snr weight, but diffusion.loss_weighting"),
+    ("train.lr=0", "train.lr = 0.0: give a positive learning rate"),
+    ("train.betas=[0.9]", "train.betas = [0.9]: give two AdamW betas"),
+    ("train.cond_drop_prob=1.5", "give probabilities in [0, 1]"),
+    ("sample.steps=0", "sample.steps = 0: give 1 or more"),
+    ("data.columns=[]", "data.columns = []: give the CSV's condition columns"),
+    ("model.channels=[32, 0]", "model.channels = [32, 0]: give one positive width per level"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_VALUES)
+def test_validate_names_the_key(override, message):
+    extra = ["train.fracture_repeat=2"] if "fracture_load" in override else []
+    with pytest.raises(ConfigError) as err:
+        validate(load_config("experiments/default.toml", [override, *extra]))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override,message", BAD_VALUES[:4])
+def test_bad_values_fail_before_any_data_is_touched(tmp_path, override, message):
+    """The synthetic default would generate its data first: a bad value must stop the command before that."""
+    data = tmp_path / "synthetic"
+    with pytest.raises(ConfigError, match="^" + re.escape(message.split(":")[0])):
+        train.main(["--config", "experiments/default.toml", "--quiet", "--set", override,
+                    "--set", f"data.train_csv={data / 'train.csv'}", "--set", f"data.test_csv={data / 'test.csv'}",
+                    "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", f"train.out_dir={tmp_path / 'runs'}"])
+    assert not data.exists() and not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512"])
+def test_shipped_experiments_are_valid(name):
+    validate(load_config(f"experiments/{name}.toml"))

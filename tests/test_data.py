@@ -13,8 +13,21 @@ import torch
 from PIL import Image
 
 from thinfilm.config import load_config
-from thinfilm.data import (DataError, Normalizer, after_fracture, cached_frames, inspect, load_frame, read_table,
-                           resolve, resolve_all, series_of, split_series, to_network, to_uint8)
+from thinfilm.data import (
+    DataError,
+    Normalizer,
+    after_fracture,
+    cached_frames,
+    inspect,
+    load_frame,
+    read_table,
+    resolve,
+    resolve_all,
+    series_of,
+    split_series,
+    to_network,
+    to_uint8,
+)
 
 COLS = [f"x{i}" for i in range(1, 9)]
 
@@ -64,7 +77,8 @@ def test_bad_csvs(tmp_path, text, message):
 def test_other_material_columns(tmp_path):
     cols = ["Time", "Load", "Stress", "Strain A", "Strain B", "Distance A", "Distance B", "Poisson's ratio",
             "Displacement", "Displacement velocity"]
-    csv = write_csv(tmp_path / "m.csv", "filepath," + ",".join(cols) + "\na.tif," + ",".join(map(str, range(10))) + "\n")
+    row = ",".join(map(str, range(10)))
+    csv = write_csv(tmp_path / "m.csv", "filepath," + ",".join(cols) + "\na.tif," + row + "\n")
     assert read_table(csv, cols).values.shape == (1, 10)
 
 
@@ -196,7 +210,8 @@ def test_cli_errors_are_one_line(tmp_path):
     bad = write_csv(tmp_path / "bad.csv", "filepath,x1\na.tif,1\n")
     default = str(Path(__file__).parents[1] / "experiments" / "default.toml")
     for args in (["inspect", "--config", default, "--set", f"data.train_csv={bad}", "--set", "data.synthetic=false"],
-                 ["inspect", "--config", default, "--set", "train.nope=1"], ["split", "--csv", str(tmp_path / "none.csv")]):
+                 ["inspect", "--config", default, "--set", "train.nope=1"],
+                 ["split", "--csv", str(tmp_path / "none.csv")]):
         proc = subprocess.run([sys.executable, "-m", "thinfilm.data", *args], capture_output=True, text=True,
                               env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr

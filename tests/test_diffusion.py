@@ -166,17 +166,25 @@ def test_same_seed_same_samples_and_per_row_generators():
 def test_min_snr_is_min_snr_times_x0_error(prediction):
     """Whatever the target, the min-SNR loss is min(SNR, gamma) (raised to `floor`) x the squared error of the
     implied x0."""
-    d = GaussianDiffusion("linear", 1000, prediction)
     g = torch.Generator().manual_seed(0)
     x0, eps, pred = (torch.randn(4, 1, 2, 2, generator=g) for _ in range(3))
     t = torch.tensor([0, 200, 500, 999])
-    x0_hat = d.split(pred, d.q_sample(x0, t, eps), t).x0
-    expected = d.snr(t).clamp(max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
-    assert torch.allclose(d.loss(pred, x0, eps, t, "min_snr", gamma=5.0), expected, rtol=1e-3)  # float32 x_t
-    floored = d.snr(t).clamp(min=0.3, max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
+    plain = GaussianDiffusion("linear", 1000, prediction)
+    x0_hat = plain.split(pred, plain.q_sample(x0, t, eps), t).x0
+    expected = plain.snr(t).clamp(max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
+    d = GaussianDiffusion("linear", 1000, prediction, "min_snr", min_snr_gamma=5.0)
+    assert torch.allclose(d.loss(pred, x0, eps, t), expected, rtol=1e-3)                # float32 x_t
+    floored = plain.snr(t).clamp(min=0.3, max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
     assert floored[3] > expected[3] * 10                                  # t = 999: SNR ~ 4e-5 -> 0.3
-    assert torch.allclose(d.loss(pred, x0, eps, t, "min_snr", gamma=5.0, floor=0.3), floored, rtol=1e-3)
-    assert torch.allclose(d.loss(pred, x0, eps, t), (pred - d.target(x0, eps, t)).pow(2).flatten(1).mean(1))
+    d = GaussianDiffusion("linear", 1000, prediction, "min_snr", min_snr_gamma=5.0, min_snr_floor=0.3)
+    assert torch.allclose(d.loss(pred, x0, eps, t), floored, rtol=1e-3)
+    assert torch.allclose(plain.loss(pred, x0, eps, t), (pred - plain.target(x0, eps, t)).pow(2).flatten(1).mean(1))
+
+
+def test_from_config_fixes_the_loss_weighting():
+    from thinfilm.config import load_config
+    d = GaussianDiffusion.from_config(load_config("experiments/default.toml"))
+    assert (d.prediction, d.loss_weighting, d.min_snr_gamma, d.min_snr_floor) == ("x0", "min_snr", 5.0, 0.3)
 
 
 def test_clipping_keeps_samples_in_range():

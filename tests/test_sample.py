@@ -10,25 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_overrides
-from thinfilm import cli, sample, train
+from thinfilm import cli, sample
 
-REPO = Path(__file__).parents[1]
-COLS = [f"x{i}" for i in range(1, 9)]
+from conftest import COLS, REPO
 
 
-def train_tiny(synth_dir: Path, tmp: Path, name: str, *extra: str) -> Path:
-    """A 2-step run of the default config at toy size: its last checkpoint."""
-    args = ["--config", "experiments/default.toml", "--quiet"]
-    for o in tiny_overrides(synth_dir, tmp, "train.steps=2", f"train.run_name={name}", *extra):
-        args += ["--set", o]
-    train.main(args)
-    return tmp / "runs" / name / "checkpoints" / "last.pt"
-
-
-@pytest.fixture(scope="module")
-def ckpt(synth_dir, tmp_path_factory) -> Path:
-    return train_tiny(synth_dir, tmp_path_factory.mktemp("sample"), "s")
+@pytest.fixture
+def ckpt(tiny_ckpt) -> Path:
+    return tiny_ckpt
 
 
 def run(*args):
@@ -80,11 +69,11 @@ def test_partial_values_and_extrapolation_warning(ckpt, tmp_path, capsys):
     assert "unknown (masked out, the model fills them in): x1, x2, x4, x6, x7, x8" in out
 
 
-def test_img2img_small_strength_stays_close(synth_dir, tmp_path):
+def test_img2img_small_strength_stays_close(synth_dir, tmp_path, run_train):
     from thinfilm.data import load_frame, read_table, resolve_all
     # v-prediction: even a barely trained network returns ~x_t at low noise (x0 = sqrt(a) x_t - ...),
     # so what is checked is where image-to-image starts, not what 2 training steps learned
-    ckpt = train_tiny(synth_dir, tmp_path, "v", 'diffusion.prediction="v"')
+    ckpt = run_train(tmp_path, "train.steps=2", 'diffusion.prediction="v"')
     frame = resolve_all(read_table(synth_dir / "test.csv", COLS))[6]
     tmp_path = tmp_path / "out"
     run("--ckpt", ckpt, "--init-image", frame, "--strength", 0.02, "--out", tmp_path, "--n-per-condition", 3,

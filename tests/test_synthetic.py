@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from thinfilm import synthetic as S
-from thinfilm.data import load_frame, resolve_all, read_table, series_of
+from thinfilm.data import load_frame, read_table, resolve_all, series_of
 
 
 def test_format_is_the_researchers(synth_dir):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.unet import Attention, UNet, guided
+from thinfilm.sampling import guided
+from thinfilm.unet import Attention, UNet
 
 
 def small(**kw) -> UNet:

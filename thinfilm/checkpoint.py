@@ -1,7 +1,7 @@
 """Checkpoints: atomic save, safe load (weights_only), and rebuilding a model from one.
 
 Shared by train, sample and every later consumer, so none of them imports another's loop. A
-checkpoint is a plain dict (see DESIGN.md): `format`, `model`, `ema`, `optimizer`, `step`, `config`
+checkpoint is a plain dict (docs/design.md): `format`, `model`, `ema`, `optimizer`, `step`, `config`
 (plain dict), `normalizer` (plain numbers), plus the training state needed for an exact resume.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from thinfilm import UserError
-from thinfilm.config import Config, ConfigError, from_dict
+from thinfilm.config import Config, ConfigError, from_dict, validate
 from thinfilm.data import Normalizer
 from thinfilm.unet import UNet
 
@@ -78,8 +78,9 @@ class Loaded(NamedTuple):
 
 
 def config_of(state: dict[str, Any]) -> Config:
+    """The config a checkpoint was trained with, checked like a TOML file's."""
     try:
-        return from_dict(state["config"], "checkpoint config")
+        return validate(from_dict(state["config"], "checkpoint config"))
     except ConfigError as err:
         raise CheckpointError(f"checkpoint config does not fit this thinfilm version: {err}") from None
 

@@ -13,7 +13,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from thinfilm import UserError
 
@@ -31,7 +31,7 @@ class DataConfig:
     columns: list[str] = field(default_factory=lambda: [f"x{i}" for i in range(1, 9)])
     roi: list[int] = field(default_factory=lambda: [678, 0, 767, 2452])   # top, left, height, width
     resolution: int = 512
-    normalize: str = "zscore"            # zscore | minmax | none
+    normalize: Literal["zscore", "minmax", "none"] = "zscore"
     cache_dir: str = "data/cache"
     synthetic: bool = False              # generate the built-in dataset where the CSVs point, if missing
     synthetic_series: int = 10
@@ -55,10 +55,10 @@ class ModelConfig:
 @dataclass
 class DiffusionConfig:
     """Noise schedule, prediction target and loss weighting."""
-    schedule: str = "linear"             # linear | cosine
+    schedule: Literal["linear", "cosine"] = "linear"
     timesteps: int = 1000
-    prediction: str = "eps"              # eps | x0 | v
-    loss_weighting: str = "none"         # none | min_snr
+    prediction: Literal["eps", "x0", "v"] = "eps"
+    loss_weighting: Literal["none", "min_snr"] = "none"
     min_snr_gamma: float = 5.0
     min_snr_floor: float = 0.0           # min_snr's x0-space weight never below this (README: "a floor")
 
@@ -73,9 +73,9 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
     weight_decay: float = 1e-6
     warmup_steps: int = 500
-    lr_schedule: str = "cosine"          # cosine | constant
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float = 1.0
-    precision: str = "auto"              # auto (bf16 on CUDA and AMX CPUs, else fp32) | fp32 | bf16 | fp16
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"   # auto: bf16 where it is fast (runtime.py)
     ema_max_decay: float = 0.9999
     ema_inv_gamma: float = 1.0
     ema_power: float = 0.75
@@ -94,7 +94,7 @@ class TrainConfig:
     max_bad_steps: int = 20
     max_minutes: float = 0.0             # stop (save, evaluate) this long after the command started; 0 = never
     compile: bool = False
-    device: str = "auto"                 # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     out_dir: str = "runs"
     run_name: str = ""                   # "" = <experiment>-<date>-<time>
     seed: int = 0
@@ -103,7 +103,7 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     """Defaults for drawing frames (training previews and `thinfilm.sample`)."""
-    sampler: str = "ddim"                # ddim | ddpm
+    sampler: Literal["ddim", "ddpm"] = "ddim"
     steps: int = 50
     eta: float = 0.0
     guidance: float = 1.0
@@ -125,18 +125,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "data.normalize": ("zscore", "minmax", "none"),
-    "diffusion.schedule": ("linear", "cosine"),
-    "diffusion.prediction": ("eps", "x0", "v"),
-    "diffusion.loss_weighting": ("none", "min_snr"),
-    "train.lr_schedule": ("cosine", "constant"),
-    "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "sample.sampler": ("ddim", "ddpm"),
-}
-
-
 def _sections() -> dict[str, type]:
     return {k: v for k, v in typing.get_type_hints(Config).items() if k != "name"}
 
@@ -144,6 +132,11 @@ def _sections() -> dict[str, type]:
 def _check_type(key: str, value: Any, hint: Any) -> Any:
     """Return `value` as `hint` (int widens to float), or raise naming the key and both types."""
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        return value
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -153,9 +146,6 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    choices = CHOICES.get(key)
-    if choices and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
     return value
 
 
@@ -221,6 +211,85 @@ def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
         section, key, value = _parse_override(text)
         _apply(cfg, section, key, value, f"--set {text}")
     return cfg
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value's range and the rules between values before any work is done; the first
+    broken rule is a `ConfigError` that names the key and how to fix it. Every command calls this
+    right after loading its config (and `checkpoint` on the one a checkpoint stores)."""
+    d, m, f, t = cfg.data, cfg.model, cfg.diffusion, cfg.train
+    for ok, message in _rules(cfg):
+        if not ok:
+            raise ConfigError(message)
+    factor = m.patch_size * 2 ** (len(m.channels) - 1)
+    if d.resolution % factor:
+        lower, upper = d.resolution // factor * factor, (d.resolution // factor + 1) * factor
+        raise ConfigError(f"data.resolution = {d.resolution} is not divisible by {factor} (model.patch_size "
+                          f"{m.patch_size} x 2^{len(m.channels) - 1} for {len(m.channels)} levels in "
+                          f"model.channels): pick a multiple of {factor}, e.g. {upper if lower == 0 else lower}")
+    bad = [a for a in m.attention_levels if not 0 <= a < len(m.channels)]
+    if bad:
+        raise ConfigError(f"model.attention_levels = {bad}: levels are 0..{len(m.channels) - 1} "
+                          f"(one per entry of model.channels)")
+    for key, names in (("train.zoom_columns", t.zoom_columns),
+                       ("train.fracture_load", [t.fracture_load] if t.fracture_repeat > 1 else [])):
+        unknown = [c for c in names if c not in d.columns]
+        if unknown:
+            raise ConfigError(f"{key}: {', '.join(unknown)} not in data.columns ({', '.join(d.columns)})")
+    if f.min_snr_floor > 0 and f.loss_weighting != "min_snr":
+        raise ConfigError(f"diffusion.min_snr_floor = {f.min_snr_floor} floors the min_snr weight, but "
+                          f"diffusion.loss_weighting = {f.loss_weighting!r}: set it to \"min_snr\" or the floor to 0")
+    return cfg
+
+
+def _rules(cfg: Config) -> list[tuple[bool, str]]:
+    """(holds, message) for every single-value range the types do not catch."""
+    d, m, f, t, s = cfg.data, cfg.model, cfg.diffusion, cfg.train, cfg.sample
+    prob = lambda v: 0 <= v <= 1  # noqa: E731
+    return [
+        (d.resolution >= 8, f"data.resolution = {d.resolution}: give the square's side in pixels, e.g. 64 or 256"),
+        (len(d.roi) == 4 and min(d.roi[:2], default=-1) >= 0 and min(d.roi[2:], default=0) >= 1,
+         f"data.roi = {d.roi}: give [top, left, height, width] in pixels, e.g. [678, 0, 767, 2452]"),
+        (len(d.columns) >= 1 and len(set(d.columns)) == len(d.columns) and "filepath" not in d.columns,
+         f"data.columns = {d.columns}: give the CSV's condition columns, each once (filepath is not one)"),
+        (d.synthetic_series >= 2 and d.synthetic_frames >= 12,
+         "data.synthetic_series >= 2 and data.synthetic_frames >= 12: a split by series needs two series "
+         "and a simulated test at least 12 frames"),
+        (len(m.channels) >= 1 and min(m.channels, default=0) >= 1,
+         f"model.channels = {m.channels}: give one positive width per level, e.g. [32, 64, 128, 128]"),
+        (m.layers_per_block >= 1, f"model.layers_per_block = {m.layers_per_block}: give 1 or more"),
+        (m.head_channels >= 1, f"model.head_channels = {m.head_channels}: give 1 or more, e.g. 64"),
+        (0 <= m.dropout < 1, f"model.dropout = {m.dropout}: give a probability in [0, 1)"),
+        (m.patch_size >= 1, f"model.patch_size = {m.patch_size}: give 1 (pixels) or more"),
+        (f.timesteps >= 2, f"diffusion.timesteps = {f.timesteps}: give 2 or more, e.g. 1000"),
+        (f.min_snr_gamma > 0, f"diffusion.min_snr_gamma = {f.min_snr_gamma}: give a positive SNR cap, e.g. 5"),
+        (0 <= f.min_snr_floor <= f.min_snr_gamma, f"diffusion.min_snr_floor = {f.min_snr_floor}: give a weight "
+         f"in [0, min_snr_gamma = {f.min_snr_gamma:g}], e.g. 0.3"),
+        (t.steps >= 1, f"train.steps = {t.steps}: give 1 or more"),
+        (t.batch_size >= 1 and t.grad_accum >= 1,
+         f"train.batch_size = {t.batch_size}, train.grad_accum = {t.grad_accum}: give 1 or more each"),
+        (t.lr > 0, f"train.lr = {t.lr}: give a positive learning rate, e.g. 1e-4"),
+        (len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+         f"train.betas = {t.betas}: give two AdamW betas in [0, 1), e.g. [0.95, 0.999]"),
+        (t.weight_decay >= 0, f"train.weight_decay = {t.weight_decay}: give 0 or more"),
+        (t.warmup_steps >= 0, f"train.warmup_steps = {t.warmup_steps}: give 0 or more"),
+        (t.grad_clip > 0, f"train.grad_clip = {t.grad_clip}: give a positive norm, e.g. 1.0"),
+        (prob(t.ema_max_decay) and t.ema_inv_gamma > 0 and t.ema_power > 0,
+         "train.ema_max_decay in [0, 1], train.ema_inv_gamma > 0 and train.ema_power > 0 (e.g. 0.9999, 1, 0.75)"),
+        (prob(t.cond_drop_prob) and prob(t.field_drop_prob),
+         f"train.cond_drop_prob = {t.cond_drop_prob}, train.field_drop_prob = {t.field_drop_prob}: "
+         "give probabilities in [0, 1]"),
+        (0 <= t.zoom < 1, f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.04"),
+        (t.fracture_repeat >= 1, f"train.fracture_repeat = {t.fracture_repeat}: give a whole number >= 1 (1 = off)"),
+        (min(t.checkpoint_every, t.sample_every, t.log_every, t.keep_checkpoints, t.sample_count) >= 1,
+         "train.checkpoint_every, sample_every, log_every, keep_checkpoints and sample_count: give 1 or more"),
+        (t.max_bad_steps >= 0, f"train.max_bad_steps = {t.max_bad_steps}: give 0 or more"),
+        (t.max_minutes >= 0, f"train.max_minutes = {t.max_minutes}: give minutes, or 0 for no limit"),
+        (s.steps >= 1, f"sample.steps = {s.steps}: give 1 or more, e.g. 50"),
+        (s.eta >= 0, f"sample.eta = {s.eta}: give 0 (deterministic DDIM) or more"),
+        (s.guidance >= 0, f"sample.guidance = {s.guidance}: give 1 (off) or more"),
+        (s.batch_size >= 1, f"sample.batch_size = {s.batch_size}: give 1 or more"),
+    ]
 
 
 def _toml_value(value: Any) -> str:

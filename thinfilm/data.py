@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from thinfilm import UserError, cli
-from thinfilm.config import DataConfig, add_config_args, load_config
+from thinfilm.config import DataConfig, add_config_args, load_config, validate
 
 CACHE_VERSION = 1
 
@@ -322,6 +322,19 @@ def split_series(series: Sequence[str], test_series: Sequence[str] = ()) -> list
     return [names[int((i + 0.5) * len(names) / k)] for i in range(k)]
 
 
+def write_split(table: pd.DataFrame, out: Path, train_name: str, test_name: str,
+                test_series: Sequence[str] = ()) -> list[tuple[Path, pd.DataFrame]]:
+    """Write a seed-format table as train / test CSVs under `out`, split by series (`split_series`);
+    returns each file with its rows."""
+    series = table.filepath.map(series_of)
+    held = series.isin(split_series(series, test_series))
+    out.mkdir(parents=True, exist_ok=True)
+    written = [(out / train_name, table[~held]), (out / test_name, table[held])]
+    for path, rows in written:
+        rows.to_csv(path, index=False, float_format="%.9g")
+    return written
+
+
 def synthesize(out: Path, n_series: int, n_frames: int, seed: int, progress: bool = True,
                train_name: str = "train.csv", test_name: str = "test.csv", split: bool = True) -> None:
     """Generate the built-in dataset under `out` and write its train/test CSVs split by series
@@ -329,13 +342,10 @@ def synthesize(out: Path, n_series: int, n_frames: int, seed: int, progress: boo
     from thinfilm.synthetic import generate
 
     table = generate(out, n_series, n_frames, seed, progress)
-    if not split:
+    if split:
+        write_split(table, out, train_name, test_name)
+    else:
         table.to_csv(out / "all.csv", index=False, float_format="%.9g")
-        return
-    test = set(split_series(table.filepath.map(series_of)))
-    is_test = table.filepath.map(series_of).isin(test)
-    table[~is_test].to_csv(out / train_name, index=False, float_format="%.9g")
-    table[is_test].to_csv(out / test_name, index=False, float_format="%.9g")
 
 
 # ------------------------------------------------------------------------------------ inspect
@@ -385,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
                    "(an evaluation set: give it a --seed no training set used)")
     p = sub.add_parser("split", help="write train/test CSVs split by series folder")
     p.add_argument("--csv", required=True)
-    p.add_argument("--out", default=None, help="folder for <name>_train.csv / <name>_test.csv (default: beside the CSV)")
+    p.add_argument("--out", default=None,
+                   help="folder for <name>_train.csv / <name>_test.csv (default: beside the CSV)")
     p.add_argument("--test-series", nargs="*", default=[])
     p = sub.add_parser("inspect", help="check a dataset before training")
     add_config_args(p, "experiments/default.toml")
@@ -403,16 +414,12 @@ def main(argv: list[str] | None = None) -> None:
         table = pd.read_csv(csv, dtype=str, keep_default_na=False)
         if "filepath" not in table.columns:
             raise DataError(f"{csv}: no filepath column; the header has {', '.join(table.columns)}")
-        series = table.filepath.map(series_of)
-        test = split_series(series, args.test_series)
         out = Path(args.out) if args.out else csv.parent
-        out.mkdir(parents=True, exist_ok=True)
-        for name, rows in (("train", table[~series.isin(test)]), ("test", table[series.isin(test)])):
-            rows.to_csv(out / f"{csv.stem}_{name}.csv", index=False)
-            print(f"{name}: {len(rows)} rows, series {', '.join(sorted(set(series[rows.index])))} "
-                  f"-> {out / f'{csv.stem}_{name}.csv'}")
+        for path, rows in write_split(table, out, f"{csv.stem}_train.csv", f"{csv.stem}_test.csv", args.test_series):
+            series = sorted(set(rows.filepath.map(series_of)))
+            print(f"{path.stem.rsplit('_', 1)[-1]}: {len(rows)} rows, series {', '.join(series)} -> {path}")
     else:
-        cfg = load_config(args.config, args.overrides).data
+        cfg = validate(load_config(args.config, args.overrides)).data
         ensure_synthetic(cfg)
         print(inspect(cfg, Path(args.preview)))
 

@@ -56,14 +56,22 @@ class Prediction(NamedTuple):
 
 
 class GaussianDiffusion:
-    """Discrete-time Gaussian diffusion (contract: see DESIGN.md). Not an nn.Module."""
+    """Discrete-time Gaussian diffusion (contract: docs/design.md). Not an nn.Module.
 
-    def __init__(self, schedule: str = "linear", timesteps: int = 1000, prediction: str = "eps"):
+    The loss weighting is fixed at construction: "none" (plain MSE to the target) or "min_snr"
+    (Hang et al. 2023) with cap `min_snr_gamma` and floor `min_snr_floor`.
+    """
+
+    def __init__(self, schedule: str = "linear", timesteps: int = 1000, prediction: str = "eps",
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, min_snr_floor: float = 0.0):
         if schedule not in ("linear", "cosine"):
             raise ValueError(f"schedule {schedule!r}: use linear or cosine")
         if prediction not in ("eps", "x0", "v"):
             raise ValueError(f"prediction {prediction!r}: use eps, x0 or v")
+        if loss_weighting not in ("none", "min_snr"):
+            raise ValueError(f"loss_weighting {loss_weighting!r}: use none or min_snr")
         self.schedule, self.timesteps, self.prediction = schedule, timesteps, prediction
+        self.loss_weighting, self.min_snr_gamma, self.min_snr_floor = loss_weighting, min_snr_gamma, min_snr_floor
         betas = linear_betas(timesteps) if schedule == "linear" else cosine_betas(timesteps)
         self.betas = torch.from_numpy(betas)                                   # float64 [T]
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)             # alpha_bar_t, float64 [T]
@@ -71,6 +79,12 @@ class GaussianDiffusion:
         self._tables = {"betas": self.betas,
                         "alpha_bar": torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])}
         self._on_device: dict[tuple[str, torch.device], Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> "GaussianDiffusion":
+        """The diffusion an experiment config's [diffusion] section describes."""
+        d = cfg.diffusion
+        return cls(d.schedule, d.timesteps, d.prediction, d.loss_weighting, d.min_snr_gamma, d.min_snr_floor)
 
     # ----------------------------------------------------------------------------- helpers
     def _at(self, name: str, t: Tensor, like: Tensor) -> Tensor:
@@ -114,20 +128,19 @@ class GaussianDiffusion:
         a = self._at("alpha_bar", t, self.alphas_cumprod).reshape(-1)
         return a / (1 - a)
 
-    def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor, weighting: str = "none",
-             gamma: float = 5.0, floor: float = 0.0) -> Tensor:
-        """Per-sample training loss [B]: mean squared error to `target`, optionally min-SNR-gamma weighted.
+    def loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """Per-sample training loss [B]: mean squared error to `target`, weighted as constructed.
 
         min-SNR (Hang et al. 2023, eq. 10) expressed for each target: the x0-space weight
         min(SNR, gamma) becomes min(SNR, gamma) / SNR for eps and min(SNR, gamma) / (SNR + 1) for v.
-        `floor` raises the x0-space weight to at least that value: min(SNR, gamma) alone is ~0.007 at
-        t = 700 of the linear schedule, so what a noisy frame must become is barely trained.
+        The floor raises the x0-space weight to at least that value: min(SNR, gamma) alone is ~0.007
+        at t = 700 of the linear schedule, so what a noisy frame must become is barely trained.
         """
         err = (pred.float() - self.target(x0, noise, t).float()).pow(2).flatten(1).mean(1)
-        if weighting == "none":
+        if self.loss_weighting == "none":
             return err
         snr = self.snr(t)
-        clipped = snr.clamp(min=floor, max=gamma)
+        clipped = snr.clamp(min=self.min_snr_floor, max=self.min_snr_gamma)
         weight = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
         return err * weight.float()
 

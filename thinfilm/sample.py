@@ -18,42 +18,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
 
 from thinfilm import UserError, checkpoint, cli
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.unet import autocast_dtype, guided
+from thinfilm.runtime import autocast_dtype, pick_device
+from thinfilm.sampling import frame_seed, generate
 
 
 class SampleError(UserError):
     """Conditions or options that cannot be sampled as given."""
-
-
-def frame_seed(seed: int, index: int) -> int:
-    """The generator seed of frame `index` of a run with --seed `seed`."""
-    return seed * 1_000_003 + index
-
-
-@torch.no_grad()
-def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], *, sampler: str,
-             steps: int | None, eta: float, guidance: float, clip: bool, batch_size: int,
-             device: torch.device | str, x_init: Tensor | None = None, strength: float = 1.0,
-             autocast: torch.dtype | None = None, progress: bool = False) -> Tensor:
-    """Frames for normalised conditions cond [N, C] (NaN = unknown), one generator per frame:
-    returns float [N, 1, R, R] in [-1, 1] on the CPU."""
-    device = torch.device(device)
-    r = net.resolution
-    out = []
-    for lo in range(0, len(cond), max(1, batch_size)):
-        chunk = cond[lo:lo + batch_size].to(device)
-        gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + batch_size]]
-        init = None if x_init is None else x_init.expand(len(chunk), -1, -1, -1).to(device)
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            x = diffusion.sample(guided(net, chunk, guidance), (len(chunk), 1, r, r), sampler, steps, eta, gens,
-                                 x_init=init, strength=strength, clip=clip, device=device, progress=progress)
-        out.append(x.float().cpu())
-    return torch.cat(out)
 
 
 # ------------------------------------------------------------------------------- conditions
@@ -144,7 +118,7 @@ def write_outputs(frames: np.ndarray, raw: np.ndarray, seeds: Sequence[int], col
                   roi: Sequence[int], full_aspect: bool, film: bool) -> None:
     """NNNN.png, manifest.csv, grid.png; optionally full-aspect frames and a film (strip.png, film.gif)."""
     from PIL import Image
-    from torchvision.utils import make_grid
+    from torchvision.utils import save_image
 
     out.mkdir(parents=True, exist_ok=True)
     digits = max(4, len(str(len(frames) - 1)))
@@ -158,9 +132,8 @@ def write_outputs(frames: np.ndarray, raw: np.ndarray, seeds: Sequence[int], col
     manifest.insert(0, "file", names)
     manifest["seed"] = list(seeds)
     manifest.to_csv(out / "manifest.csv", index=False, float_format="%.9g", na_rep="")
-    shown = torch.from_numpy(frames[:64]).unsqueeze(1)
-    grid = make_grid(shown, nrow=min(8, len(shown)), padding=2, pad_value=255)[0].numpy()
-    Image.fromarray(grid).save(out / "grid.png")
+    shown = torch.from_numpy(frames[:64]).unsqueeze(1).float() / 255
+    save_image(shown, out / "grid.png", nrow=min(8, len(shown)), padding=2, pad_value=1.0)
     if film:
         gap = np.full((frames.shape[1], 2), 255, np.uint8)
         Image.fromarray(np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)).save(out / "strip.png")
@@ -187,9 +160,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--no-clip", action="store_true", help="do not clamp x0 predictions to [-1, 1]")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast on CUDA and AMX CPUs, else fp32")
+                   help="auto: bf16 autocast where it is fast (CUDA, CPUs with bf16 units), else fp32")
     p.add_argument("--init-image", help="image-to-image: a frame (cropped with the checkpoint's ROI)")
     p.add_argument("--strength", type=float, default=0.5, help="image-to-image noise level in (0, 1]")
     p.add_argument("--full-aspect", action="store_true", help="also write frames at the ROI's aspect in full/")
@@ -199,12 +172,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError:
-        raise SampleError(f"--device {args.device!r}: expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SampleError(f"--device {args.device}: no CUDA device is visible; use --device cpu")
+    device = pick_device(args.device, "--device")
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise SampleError(f"{flag} {value}: must be at least 1")
@@ -238,12 +206,11 @@ def main(argv: list[str] | None = None) -> None:
         except DataError as err:
             raise SampleError(f"--init-image: {err}") from None
 
-    diffusion = GaussianDiffusion(cfg.diffusion.schedule, cfg.diffusion.timesteps, cfg.diffusion.prediction)
-    autocast = autocast_dtype(args.precision, device)
+    diffusion = GaussianDiffusion.from_config(cfg)
     x = generate(loaded.net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
                  guidance=guidance, clip=s.clip and not args.no_clip, batch_size=args.batch_size or s.batch_size,
                  device=device, x_init=x_init, strength=args.strength if x_init is not None else 1.0,
-                 autocast=autocast, progress=not args.quiet)
+                 amp=autocast_dtype(args.precision, device), progress=not args.quiet)
     out = Path(args.out)
     write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
                   film=bool(args.sweep or args.path))

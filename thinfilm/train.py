@@ -12,27 +12,39 @@ import argparse
 import copy
 import json
 import math
-import os
 import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torchvision.utils import make_grid, save_image
 
 from thinfilm import UserError, checkpoint, cli
-from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml
+from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml, validate
 from thinfilm.data import Normalizer, Split, after_fracture, load_splits, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.sample import frame_seed, generate
-from thinfilm.unet import UNet, autocast_dtype, fast_dtype
+from thinfilm.runtime import (
+    Dist,
+    agree,
+    autocast,
+    autocast_dtype,
+    check_replicas,
+    derive_seed,
+    init_distributed,
+    pick_device,
+    precision_name,
+)
+from thinfilm.sampling import frame_seed, generate
+from thinfilm.unet import UNet
 
 
 class TrainingError(UserError):
@@ -69,7 +81,7 @@ class DataOrder:
         self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
 
     def _perm(self) -> Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(derive_seed(self.seed, self.epoch)))
 
     def take(self, count: int) -> Tensor:
         parts = []
@@ -100,45 +112,6 @@ def lr_lambda(cfg: Config):
             return 1.0
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
     return factor
-
-
-def precision_of(cfg: Config, device: torch.device) -> str:
-    """train.precision, with auto = bf16 where it is fast (CUDA, CPUs with AMX), otherwise fp32."""
-    if cfg.train.precision != "auto":
-        return cfg.train.precision
-    return "bf16" if fast_dtype(device) == torch.bfloat16 else "fp32"
-
-
-@dataclass
-class Dist:
-    """This process's place in a (possibly single-process) run."""
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_kind: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    backend = "nccl" if device_kind == "cuda" else "gloo"
-    dist.init_process_group(backend)
-    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(cfg: Config, ddp: Dist) -> torch.device:
-    want = cfg.train.device
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise TrainingError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
-        torch.cuda.set_device(ddp.local_rank)
-        return torch.device("cuda", ddp.local_rank)
-    return torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------------ run dir
@@ -191,41 +164,23 @@ def stretch(x: Tensor, cond: Tensor, s: Tensor, columns: Tensor, shift: Tensor) 
     pixel distances) scaled with them: raw v -> s v, i.e. z -> s z + (s - 1) shift / scale, where
     `shift` holds shift / scale of those columns. A camera at another magnification, so distances in
     pixels vary without the strains changing (d0 scales too): the network has to read them."""
-    b, _, h, w = x.shape
-    centres = lambda n: (torch.arange(n, device=x.device, dtype=x.dtype) + 0.5) * 2 / n - 1  # noqa: E731
-    u = (centres(w) / s[:, None].to(x.dtype))[:, None, :].expand(b, h, w)     # source column of each pixel
-    v = centres(h)[None, :, None].expand(b, h, w)
-    grid = torch.stack([u, v], -1)
-    x = nn.functional.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(-1, 1)
+    theta = torch.zeros(len(s), 2, 3, dtype=torch.float64, device=x.device)
+    theta[:, 0, 0], theta[:, 1, 1] = 1 / s.double(), 1            # source column = column / s
+    # the grid in float64, then rounded: the same source positions as dividing in the frames' dtype
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False).to(x.dtype)
+    x = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(-1, 1)
     cond = cond.clone()
     cond[:, columns] = cond[:, columns] * s[:, None] + (s[:, None] - 1) * shift
     return x, cond
 
 
-def check_settings(cfg: Config) -> None:
-    """One-line errors for training settings whose range the config's types do not catch: what a batch
-    holds (zoom, fracture repeat) and the loss weight's floor."""
-    t, columns = cfg.train, cfg.data.columns
-
-    def known(key: str, names: list[str]) -> None:
-        unknown = [c for c in names if c not in columns]
-        if unknown:
-            raise TrainingError(f"train.{key}: {', '.join(unknown)} not in data.columns ({', '.join(columns)})")
-
-    if not 0 <= t.zoom < 1:
-        raise TrainingError(f"train.zoom = {t.zoom}: give a fraction in [0, 1), e.g. 0.04")
-    known("zoom_columns", t.zoom_columns)
-    if t.fracture_repeat < 1:
-        raise TrainingError(f"train.fracture_repeat = {t.fracture_repeat}: give a whole number >= 1 (1 = off)")
-    if t.fracture_repeat > 1:
-        known("fracture_load", [t.fracture_load])
-    d = cfg.diffusion
-    if not 0 <= d.min_snr_floor <= d.min_snr_gamma:
-        raise TrainingError(f"diffusion.min_snr_floor = {d.min_snr_floor}: give a weight in [0, min_snr_gamma = "
-                            f"{d.min_snr_gamma:g}], e.g. 0.3")
-    if d.min_snr_floor > 0 and d.loss_weighting != "min_snr":
-        raise TrainingError(f"diffusion.min_snr_floor = {d.min_snr_floor} floors the min_snr weight, but "
-                            f"diffusion.loss_weighting = {d.loss_weighting!r}: set it to \"min_snr\" or the floor to 0")
+class Batch(NamedTuple):
+    """One global batch in the network's space: x0 [G, 1, R, R], cond [G, C] (NaN = dropped),
+    noise like x0, t [G]."""
+    x0: Tensor
+    cond: Tensor
+    noise: Tensor
+    t: Tensor
 
 
 class Trainer:
@@ -236,7 +191,6 @@ class Trainer:
         self.cfg, self.train, self.test, self.normalizer, self.device, self.ddp = \
             cfg, train, test, normalizer, device, ddp
         t = cfg.train
-        check_settings(cfg)
         torch.manual_seed(t.seed)
         self.net = UNet.from_config(cfg).to(device)
         self.ema = EMA(self.net, t.ema_max_decay, t.ema_inv_gamma, t.ema_power)
@@ -245,12 +199,13 @@ class Trainer:
             self.model = DistributedDataParallel(self.net, device_ids=[device.index] if device.type == "cuda" else None)
         if t.compile:
             self.net.compile()                  # in place: state-dict keys keep their names
-        self.diffusion = GaussianDiffusion(cfg.diffusion.schedule, cfg.diffusion.timesteps, cfg.diffusion.prediction)
+        self.diffusion = GaussianDiffusion.from_config(cfg)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=tuple(t.betas),
                                      weight_decay=t.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
-        self.precision = precision_of(cfg, device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.amp_dtype = autocast_dtype(t.precision, device)
+        self.precision = precision_name(self.amp_dtype)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         broken = np.flatnonzero(after_fracture(train.table, t.fracture_load)) if t.fracture_repeat > 1 else []
         self.n_after_fracture = len(broken)
         self.pool = torch.cat([torch.arange(len(train.frames)),    # the frames an epoch draws, each once or more
@@ -266,14 +221,6 @@ class Trainer:
     def global_batch(self) -> int:
         return self.cfg.train.batch_size * self.cfg.train.grad_accum * self.ddp.world
 
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        return autocast_dtype(self.precision, self.device)
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
-
     def _draws(self, g: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """Noise, timesteps, condition-dropout masks and zoom factors (None without train.zoom) for a
         global batch of g (the same on every rank)."""
@@ -288,39 +235,46 @@ class Trainer:
             zoom = 1 + tc.zoom * (2 * torch.rand(g, generator=self.gen, device=self.device) - 1)
         return noise, t, fields, whole, zoom
 
-    def step(self) -> dict[str, Any]:
-        """One optimiser step over a global batch; returns detached statistics for logging."""
-        tc, start = self.cfg.train, time.perf_counter()
-        g, b, accum = self.global_batch, tc.batch_size, tc.grad_accum
-        idx = self.pool[self.order.take(g)]
-        noise, t, fields, whole, zoom = self._draws(g)
+    def batch(self) -> Batch:
+        """Draw the next global batch: frames (zoomed), conditions (fields dropped), noise, timesteps."""
+        idx = self.pool[self.order.take(self.global_batch)]
+        noise, t, fields, whole, zoom = self._draws(self.global_batch)
         frames = torch.from_numpy(np.asarray(self.train.frames[idx.numpy()]))
         cond = self.train.conditions[idx].to(self.device, non_blocking=True)
         x0 = to_network(frames.to(self.device, non_blocking=True))
         if zoom is not None:
             x0, cond = stretch(x0, cond, zoom, self.zoom_idx, self.zoom_shift)
-        cond = cond.masked_fill(fields | whole[:, None], float("nan"))
+        return Batch(x0, cond.masked_fill(fields | whole[:, None], float("nan")), noise, t)
+
+    def step(self) -> dict[str, Any]:
+        """One optimiser step over a global batch; returns detached statistics for logging."""
+        tc, start = self.cfg.train, time.perf_counter()
+        x0, cond, noise, t = self.batch()
         data_time = time.perf_counter() - start
 
-        losses = torch.zeros(g, device=self.device)
-        for j in range(accum):
-            lo = (j * self.ddp.world + self.ddp.rank) * b
-            part = slice(lo, lo + b)
-            sync = j == accum - 1 or self.ddp.world == 1
+        losses = torch.zeros(self.global_batch, device=self.device)
+        for j in range(tc.grad_accum):                 # this rank's micro-batches of the global batch
+            lo = (j * self.ddp.world + self.ddp.rank) * tc.batch_size
+            part = slice(lo, lo + tc.batch_size)
+            sync = j == tc.grad_accum - 1 or self.ddp.world == 1
             with (nullcontext() if sync else self.model.no_sync()):
                 x_t = self.diffusion.q_sample(x0[part], t[part], noise[part])
-                with self._autocast():
+                with autocast(self.device, self.amp_dtype):
                     pred = self.model(x_t, t[part], cond[part])
-                loss = self.diffusion.loss(pred, x0[part], noise[part], t[part],
-                                           self.cfg.diffusion.loss_weighting, self.cfg.diffusion.min_snr_gamma,
-                                           self.cfg.diffusion.min_snr_floor)
-                self.scaler.scale(loss.mean() / accum).backward()
+                loss = self.diffusion.loss(pred, x0[part], noise[part], t[part])
+                self.scaler.scale(loss.mean() / tc.grad_accum).backward()
             losses[part] = loss.detach()
         if self.ddp.world > 1:
             dist.all_reduce(losses)             # every rank filled its own slices; the sum fills all
 
+        grad_norm, finite, decay = self._update(losses)
+        return {"loss": losses, "t": t, "grad_norm": grad_norm, "decay": decay, "finite": finite,
+                "data_time": data_time, "time": time.perf_counter() - start}
+
+    def _update(self, losses: Tensor) -> tuple[Tensor, bool, float]:
+        """Clip, then one optimiser and EMA update, skipped when the loss or a gradient is not finite."""
         self.scaler.unscale_(self.opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
         finite = bool(torch.isfinite(losses).all() and torch.isfinite(grad_norm))
         decay = float("nan")
         if finite:
@@ -335,12 +289,11 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.sched.step()
         self.step_count += 1
-        if self.bad_in_row > tc.max_bad_steps:
+        if self.bad_in_row > self.cfg.train.max_bad_steps:
             raise TrainingError(f"{self.bad_in_row} non-finite steps in a row at step {self.step_count}: "
                                 "training diverged; lower train.lr or use train.precision=fp32/bf16 "
                                 "(the last good checkpoint is untouched)")
-        return {"loss": losses, "t": t, "grad_norm": grad_norm.detach(), "decay": decay, "finite": finite,
-                "data_time": data_time, "time": time.perf_counter() - start}
+        return grad_norm.detach(), finite, decay
 
     # -------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -386,8 +339,7 @@ class Trainer:
         s = self.cfg.sample
         return generate(self.ema.model, self.diffusion, cond, [frame_seed(seed, i) for i in range(len(cond))],
                         sampler=s.sampler, steps=s.steps, eta=s.eta, guidance=s.guidance, clip=s.clip,
-                        batch_size=s.batch_size, device=self.device,
-                        autocast=self.amp_dtype)
+                        batch_size=s.batch_size, device=self.device, amp=self.amp_dtype)
 
 
 # ------------------------------------------------------------------------------------ logging
@@ -440,19 +392,31 @@ class Logger:
 
 def grid(rows: list[Tensor]) -> Tensor:
     """Rows of [n, 1, R, R] images in [-1, 1] -> one [1, H, W] image in [0, 1] (tensorboard / PNG)."""
-    from torchvision.utils import make_grid
-
     return make_grid(torch.cat(rows), nrow=len(rows[0]), padding=2, pad_value=1.0).add(1).div(2).clamp(0, 1)[:1]
 
 
-def save_png(image: Tensor, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(path)
-
-
 # ------------------------------------------------------------------------------------ main
+@dataclass
+class Session:
+    """What one training command works with: built by `setup`, run by `loop`, closed by `finish`."""
+    cfg: Config
+    ddp: Dist
+    run: RunDir
+    trainer: Trainer
+    test: Split
+    logger: Logger | None           # rank 0 only
+    deadline: float                 # time.time() at which train.max_minutes is reached (inf: never)
+    quiet: bool
+
+
+@dataclass
+class Outcome:
+    """How the loop ended: a signal's name, the time limit, or neither (the schedule is done)."""
+    signal: str | None
+    timed_out: bool
+    minutes: float
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m thinfilm.train", description="Train the conditional diffusion model.")
     add_config_args(p)
@@ -465,111 +429,127 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     launched = time.time()                        # train.max_minutes counts data generation and caching too
     args = parse(argv)
-    # ---- build
+    session = setup(args, launched)
+    outcome = loop(session)
+    finish(session, outcome)
+
+
+def setup(args: argparse.Namespace, launched: float) -> Session:
+    """Config (checked before any work), process group, device, data, trainer, run folder, logger."""
     state = None
     if args.resume:
         out_dir = load_config(args.config, args.overrides).train.out_dir
         ckpt = find_checkpoint(args.resume, out_dir)
         state = checkpoint.load(ckpt)
-        cfg = checkpoint.config_of(state)
-        apply_overrides(cfg, args.overrides)          # e.g. train.steps=... to train longer
+        cfg = validate(apply_overrides(checkpoint.config_of(state), args.overrides))   # e.g. train.steps=...
         run = RunDir(ckpt.parent.parent)
     else:
         if args.config is None:
             raise TrainingError("give --config PATH (e.g. experiments/default.toml) or --resume")
-        cfg = load_config(args.config, args.overrides)
+        cfg = validate(load_config(args.config, args.overrides))
     ddp = init_distributed("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     if state is None:
         run = new_run_dir(cfg, check=ddp.main)
-    device = pick_device(cfg, ddp)
+    device = pick_device(cfg.train.device, "train.device", ddp.local_rank)
     if not ddp.main:
         dist.barrier()                            # rank 0 generates / caches the data first
     train, test, normalizer = load_splits(cfg.data, progress=ddp.main and not args.quiet)
     if ddp.main and ddp.world > 1:
         dist.barrier()
-    if state is not None:
+    if state is not None:                         # the statistics the run was started with
         normalizer = Normalizer.from_dict(state["normalizer"])
         train.conditions, test.conditions = normalizer.encode(train.table.values), normalizer.encode(test.table.values)
     trainer = Trainer(cfg, train, test, normalizer, device, ddp)
     if state is not None:
         trainer.load_state_dict(state)
         del state
+    logger = None
     if ddp.main:
         run.path.mkdir(parents=True, exist_ok=True)
         (run.path / "config.toml").write_text(to_toml(cfg))
-    logger = Logger(run, cfg, cfg.diffusion.timesteps) if ddp.main else None
-    n_params = sum(p.numel() for p in trainer.net.parameters())
-    repeat = cfg.train.fracture_repeat
-    broken = f" ({trainer.n_after_fracture} after fracture, drawn {repeat}x)" if repeat > 1 else ""
-    if ddp.main:
+        logger = Logger(run, cfg, cfg.diffusion.timesteps)
+        n_params = sum(p.numel() for p in trainer.net.parameters())
+        repeat = cfg.train.fracture_repeat
+        broken = f" ({trainer.n_after_fracture} after fracture, drawn {repeat}x)" if repeat > 1 else ""
         print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames{broken}, "
               f"global batch {trainer.global_batch}, {trainer.precision} on {device}"
               + (f" x {ddp.world} processes" if ddp.world > 1 else ""))
-    fixed = np.linspace(0, len(test.frames) - 1, min(cfg.train.sample_count, len(test.frames))).round().astype(int)
-
-    # ---- loop
-    stop = {"signal": None}
     deadline = launched + 60 * cfg.train.max_minutes if cfg.train.max_minutes > 0 else math.inf
+    return Session(cfg, ddp, run, trainer, test, logger, deadline, args.quiet)
 
-    def on_signal(signum, _frame):
-        stop["signal"] = signal.Signals(signum).name
-    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+def loop(s: Session) -> Outcome:
+    """Steps until the schedule ends, a signal arrives or the time limit passes; logs, previews and
+    checkpoints on the way. Ctrl-C / SIGTERM finish the step in hand."""
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.train.steps, initial=trainer.step_count, desc="train", unit="step",
-               disable=not ddp.main or args.quiet, dynamic_ncols=True)
-    started, last_saved, timed_out = time.time(), trainer.step_count, False
+    trainer, t = s.trainer, s.cfg.train
+    fixed = np.linspace(0, len(s.test.frames) - 1, min(t.sample_count, len(s.test.frames))).round().astype(int)
+    caught: dict[str, str | None] = {"signal": None}
+
+    def on_signal(signum, _frame):
+        caught["signal"] = signal.Signals(signum).name
+    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    bar = tqdm(total=t.steps, initial=trainer.step_count, desc="train", unit="step",
+               disable=not s.ddp.main or s.quiet, dynamic_ncols=True)
+    started, last_saved, signalled, timed_out = time.time(), trainer.step_count, False, False
     try:
-        while trainer.step_count < cfg.train.steps:
+        while trainer.step_count < t.steps:
             stats = trainer.step()
             step = trainer.step_count
-            signalled, timed_out = _agree([stop["signal"] is not None, time.time() > deadline], ddp)
+            signalled, timed_out = agree([caught["signal"] is not None, time.time() > s.deadline], s.ddp)
             bar.update()
-            if logger is not None:
-                logged = logger.record(stats, trainer.sched.get_last_lr()[0], step, trainer.bad_total)
+            if s.logger is not None:
+                logged = s.logger.record(stats, trainer.sched.get_last_lr()[0], step, trainer.bad_total)
                 if logged is not None:
                     bar.set_postfix(loss=f"{logged[0]:.4f}", img_s=f"{logged[1]:.1f}")
-                if step % cfg.train.sample_every == 0 or step == cfg.train.steps or timed_out:
-                    cond = test.conditions[fixed]
-                    image = grid([trainer.preview(cond), to_network(np.asarray(test.frames[fixed]))])
-                    logger.writer.add_image("samples/ema_vs_real", image, step)
-                    save_png(image, run.samples / f"step_{step:07d}.png")
-            if step % cfg.train.checkpoint_every == 0 and ddp.main:
-                trainer.save(run)
+                if step % t.sample_every == 0 or step == t.steps or timed_out:
+                    image = grid([trainer.preview(s.test.conditions[fixed]), to_network(s.test.frames[fixed])])
+                    s.logger.writer.add_image("samples/ema_vs_real", image, step)
+                    s.run.samples.mkdir(parents=True, exist_ok=True)
+                    save_image(image, s.run.samples / f"step_{step:07d}.png")
+            if step % t.checkpoint_every == 0 and s.ddp.main:
+                trainer.save(s.run)
                 last_saved = step
             if signalled or timed_out:
                 break
     finally:
         bar.close()
-        for s, h in handlers.items():
-            signal.signal(s, h)
-    # ---- save
-    if ddp.main and trainer.step_count != last_saved:
-        trainer.save(run)
-    if ddp.world > 1:
-        _check_replicas(trainer.net)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if s.ddp.main and trainer.step_count != last_saved:
+        trainer.save(s.run)
+    name = (caught["signal"] or "a signal to another rank") if signalled else None
+    return Outcome(name, timed_out, (time.time() - started) / 60)
+
+
+def finish(s: Session, outcome: Outcome) -> None:
+    """Leave the process group; on rank 0 say how the run ended, evaluate it and say what comes next."""
+    cfg, trainer, run = s.cfg, s.trainer, s.run
+    if s.ddp.world > 1:
+        check_replicas(trainer.net)
         trainer.model = trainer.net               # drop the DDP wrapper (its reducer) before the group goes
         dist.barrier()
         dist.destroy_process_group()
-    if not ddp.main:
+    if s.logger is None:
         return
-    minutes = (time.time() - started) / 60
-    if stop["signal"]:
-        print(f"\n{stop['signal']}: saved step {trainer.step_count} in {run.checkpoints}; continue with\n"
+    if outcome.signal:
+        print(f"\n{outcome.signal}: saved step {trainer.step_count} in {run.checkpoints}; continue with\n"
               f"  bash run.sh train --resume {run.path}")
+        s.logger.writer.close()
         return
-    if timed_out:
+    if outcome.timed_out:
         print(f"train.max_minutes {cfg.train.max_minutes:g} reached: stopped at step {trainer.step_count} of "
               f"{cfg.train.steps}; to finish the schedule: bash run.sh train --resume {run.path}")
-    print(f"done: {trainer.step_count} steps in {minutes:.1f} min; checkpoint {run.checkpoints / 'last.pt'}")
+    print(f"done: {trainer.step_count} steps in {outcome.minutes:.1f} min; checkpoint {run.checkpoints / 'last.pt'}")
     if cfg.data.synthetic:
-        report = evaluate_synthetic(trainer, test)
+        report = evaluate_synthetic(trainer, s.test)
         for k, v in report.items():
-            logger.writer.add_scalar(f"fidelity/{k}", v, trainer.step_count)
+            s.logger.writer.add_scalar(f"fidelity/{k}", v, trainer.step_count)
         (run.path / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
         print("condition fidelity on the synthetic test split (generated vs real frames, same conditions):")
         print("  " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()))
-    logger.writer.close()
+    s.logger.writer.close()
     print(f"sample: python -m thinfilm.sample --ckpt {run.checkpoints / 'last.pt'} --conditions "
           f"{cfg.data.test_csv} --out {run.path / 'generated'}")
 
@@ -580,25 +560,6 @@ def evaluate_synthetic(trainer: Trainer, test: Split) -> dict[str, float]:
 
     generated = trainer.preview(test.conditions, seed=1)
     return fidelity(to_uint8(generated), np.asarray(test.frames))
-
-
-def _agree(flags: list[bool], ddp: Dist) -> list[bool]:
-    """Each flag, true if it is true on any rank (every rank must leave the loop at the same step)."""
-    if ddp.world == 1:
-        return flags
-    t = torch.tensor([float(f) for f in flags], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return [bool(v > 0) for v in t.tolist()]
-
-
-def _check_replicas(net: nn.Module) -> None:
-    """Under DDP every replica must hold identical weights; compare a checksum across ranks."""
-    total = torch.stack([p.detach().double().sum() for p in net.parameters()]).sum().reshape(1)
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    sums = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sums, total.to(device))
-    if any(not torch.equal(s, sums[0]) for s in sums):
-        raise TrainingError(f"DDP replicas diverged: weight checksums {[float(s) for s in sums]}")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,12 @@ classifier-free guidance; a partly-NaN vector conditions on the known fields onl
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-
-Denoise = Callable[[Tensor, Tensor], Tensor]
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -138,10 +136,8 @@ class UNet(nn.Module):
             self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3, padding=1)))
         else:
             # unfold the patches back to pixels, then one full-resolution ResBlock that also sees x_t
-            # itself: per-pixel detail (the noise to remove) no longer has to travel through patch
-            # channels. Measured on the synthetic default, then v-prediction, at 800 steps: flat-strip
-            # noise of the samples 5.5 -> 3.1 levels (8-bit), mostly within-patch texture, for ~15 % more
-            # step time.
+            # itself: per-pixel detail no longer has to travel through patch channels
+            # (docs/experiments.md, "A full-resolution head").
             k = max(8, c // 2)
             self.unpatch = nn.Sequential(_norm(c), nn.SiLU(),
                                          nn.Conv2d(c, (k - in_channels) * patch_size**2, 3, padding=1),
@@ -151,7 +147,7 @@ class UNet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> "UNet":
-        """The network an experiment config describes (contract: used by shared/bench/peer_unet.py)."""
+        """The network an experiment config describes (contract: used by the peer benchmark too)."""
         m = cfg.model
         return cls(len(cfg.data.columns), cfg.data.resolution, m.channels, m.layers_per_block,
                    m.attention_levels, m.mid_attention, m.head_channels, m.dropout, 1, m.patch_size, m.coords)
@@ -193,36 +189,3 @@ class UNet(nn.Module):
         if self.patch_size > 1:
             h = self.head_block(torch.cat([self.unpatch(h), pixels], dim=1), emb)   # [B, k, R, R]
         return self.out(h)
-
-
-def fast_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype that runs the network fastest on `device`: bf16 on CUDA GPUs that support it
-    and on CPUs with AMX matrix units (measured 2.8x faster training steps than fp32 on this CPU's
-    default UNet, 1.3-1.7x in whole runs), otherwise None (plain fp32)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return torch.bfloat16 if device.type == "cpu" and probe is not None and probe() else None
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """train.precision / sample --precision -> autocast dtype (None = plain fp32); auto = fast_dtype."""
-    if precision == "auto":
-        return fast_dtype(device)
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def guided(net: nn.Module, cond: Tensor, scale: float) -> Denoise:
-    """Classifier-free guidance (Ho & Salimans 2022) as a `denoise` callable: u + scale * (c - u).
-
-    NaN fields of `cond` are unknown; the unconditional branch has every field unknown.
-    """
-    null = UNet.null_condition(cond)
-
-    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
-        if scale == 1.0:
-            return net(x_t, t, cond)
-        out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null])).chunk(2)
-        return out_u + scale * (out_c - out_u)
-
-    return denoise

@@ -1,0 +1,56 @@
+"""Drawing frames from a trained network: classifier-free guidance as a `denoise` callable, one
+generator per frame, batched generation. Shared by the sample CLI, the trainer's previews and the
+evaluation, so none of them imports another's entry point.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from thinfilm.diffusion import Denoise, GaussianDiffusion
+from thinfilm.runtime import autocast, derive_seed
+from thinfilm.unet import UNet
+
+
+def frame_seed(seed: int, index: int) -> int:
+    """The generator seed of frame `index` of a draw with seed `seed`: a frame is the same at any batch size."""
+    return derive_seed(seed, index)
+
+
+def guided(net: nn.Module, cond: Tensor, scale: float) -> Denoise:
+    """Classifier-free guidance (Ho & Salimans 2022) as a `denoise` callable: u + scale * (c - u).
+
+    NaN fields of `cond` are unknown; the unconditional branch has every field unknown.
+    """
+    null = UNet.null_condition(cond)
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        if scale == 1.0:
+            return net(x_t, t, cond)
+        out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null])).chunk(2)
+        return out_u + scale * (out_c - out_u)
+
+    return denoise
+
+
+@torch.no_grad()
+def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], *, sampler: str,
+             steps: int | None, eta: float, guidance: float, clip: bool, batch_size: int,
+             device: torch.device | str, x_init: Tensor | None = None, strength: float = 1.0,
+             amp: torch.dtype | None = None, progress: bool = False) -> Tensor:
+    """Frames for normalised conditions cond [N, C] (NaN = unknown), one generator per frame:
+    returns float [N, 1, R, R] in [-1, 1] on the CPU. `amp`: autocast dtype (None = fp32)."""
+    device = torch.device(device)
+    r = net.resolution
+    out = []
+    for lo in range(0, len(cond), max(1, batch_size)):
+        chunk = cond[lo:lo + batch_size].to(device)
+        gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + batch_size]]
+        init = None if x_init is None else x_init.expand(len(chunk), -1, -1, -1).to(device)
+        with autocast(device, amp):
+            x = diffusion.sample(guided(net, chunk, guidance), (len(chunk), 1, r, r), sampler, steps, eta, gens,
+                                 x_init=init, strength=strength, clip=clip, device=device, progress=progress)
+        out.append(x.float().cpu())
+    return torch.cat(out)
