@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # thinfilm's front door: sets up its environment on first use, then dispatches.
-#   bash run.sh setup | train [--gpus N] [ARGS] | sample ARGS | tensorboard [DIR] | test [PYTEST ARGS]
-#               | python ARGS
+#   bash run.sh setup | train [--gpus N] [ARGS] | sample ARGS | data ARGS | tensorboard [DIR]
+#               | test [PYTEST ARGS] (lint, then the suite) | python ARGS
 # THINFILM_PYTHON=/path/to/python uses an interpreter that already has torch instead of .venv.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,6 +25,14 @@ setup() {
   fi
 }
 
+lint() {  # ruff comes with .venv; an interpreter of your own may lack it
+  if [ -n "${THINFILM_PYTHON:-}" ] && ! "$PY" -c "import ruff" 2>/dev/null; then
+    echo "note: ruff is not installed for $PY: lint skipped (pip install ruff)" >&2
+    return
+  fi
+  "$PY" -m ruff check .
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -42,7 +50,7 @@ case "$cmd" in
   sample) setup; exec "$PY" -m thinfilm.sample "$@" ;;
   data) setup; exec "$PY" -m thinfilm.data "$@" ;;
   tensorboard) setup; exec "$PY" -m tensorboard.main --logdir "${1:-runs}" --bind_all ;;
-  test) setup; exec "$PY" -m pytest "$@" ;;
+  test) setup; lint; exec "$PY" -m pytest "$@" ;;
   python) setup; exec "$PY" "$@" ;;
   *) echo "usage: bash run.sh setup|train [--gpus N]|sample|data|tensorboard|test|python ARGS" >&2; exit 2 ;;
 esac
