@@ -37,6 +37,7 @@ class DataConfig:
     synthetic_series: int = 10
     synthetic_frames: int = 50           # frames per series
     synthetic_seed: int = 0
+    texture: Literal["camera", "none"] = "camera"   # the simulator's texture (synthetic.TEXTURES)
 
 
 @dataclass
@@ -105,6 +106,7 @@ class SampleConfig:
     """Defaults for drawing frames (training previews and `thinfilm.sample`)."""
     sampler: Literal["ddim", "ddpm"] = "ddim"
     steps: int = 50
+    spacing: Literal["trailing", "karras"] = "trailing"   # how the steps are spread over t (diffusion.steps_for)
     eta: float = 0.0
     guidance: float = 1.0
     clip: bool = True

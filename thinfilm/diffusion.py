@@ -145,33 +145,47 @@ class GaussianDiffusion:
         return err * weight.float()
 
     # ---------------------------------------------------------------------------- sampling
-    def steps_for(self, steps: int | None) -> list[int]:
-        """Descending timesteps for a sampler run: all T, or `steps` evenly spaced that start at
-        T - 1 ('trailing' spacing, Lin et al. 2024: 'leading' spacing never visits the noisiest step)."""
+    def steps_for(self, steps: int | None, spacing: str = "trailing") -> list[int]:
+        """Descending timesteps for a sampler run: all T, or about `steps` of them, spaced
+        "trailing": evenly in t, starting at T - 1 (Lin et al. 2024: 'leading' spacing never visits
+        the noisiest step); or "karras": evenly in sigma^(1/7) between sigma(T - 1) and sigma(0)
+        (Karras et al. 2022, eq. 5, rho = 7), which spends most steps at low noise, where the finest
+        detail is drawn. Timesteps are integers, so karras may give fewer distinct steps than asked."""
         if steps is None or steps >= self.timesteps:
             return list(range(self.timesteps - 1, -1, -1))
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        return sorted({int(round(t)) for t in np.linspace(self.timesteps - 1, 0, steps)}, reverse=True)
+        if spacing == "trailing":
+            points = np.linspace(self.timesteps - 1, 0, steps)
+        elif spacing == "karras":
+            sigma = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt().numpy()      # increasing in t
+            rho = 7.0
+            hi, lo = sigma[-1] ** (1 / rho), sigma[0] ** (1 / rho)
+            wanted = (hi + np.linspace(0, 1, steps) * (lo - hi)) ** rho
+            points = np.interp(np.log(wanted), np.log(sigma), np.arange(self.timesteps))
+        else:
+            raise ValueError(f"spacing {spacing!r}: use trailing or karras")
+        return sorted({int(round(t)) for t in points}, reverse=True)
 
     @torch.no_grad()
     def sample(self, denoise: Denoise, shape: Sequence[int], sampler: str = "ddpm", steps: int | None = None,
                eta: float = 0.0, generator: Generators = None, x_init: Tensor | None = None,
                strength: float = 1.0, clip: bool = False, device: torch.device | str | None = None,
-               progress: bool = False) -> Tensor:
+               progress: bool = False, spacing: str = "trailing") -> Tensor:
         """Draw x_0 [shape] by running `denoise` from noise (or from `x_init` noised to `strength`).
 
         sampler: "ddpm" (ancestral, posterior variance beta_tilde) or "ddim" (eta: 0 deterministic,
-        1 = DDPM's variance). steps: None = all T. strength in (0, 1]: image-to-image starts at the
-        timestep strength * T from x_init (1 = pure noise; x_init ignored). clip: clamp x0_hat to
-        [-1, 1] and re-derive eps_hat from it so the update stays consistent.
+        1 = DDPM's variance). steps: None = all T; `spacing`: how they are spread (`steps_for`).
+        strength in (0, 1]: image-to-image starts at the timestep strength * T from x_init (1 = pure
+        noise; x_init ignored). clip: clamp x0_hat to [-1, 1] and re-derive eps_hat from it so the
+        update stays consistent.
         """
         if sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler {sampler!r}: use ddpm or ddim")
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         device = device or (x_init.device if x_init is not None else "cpu")
-        schedule = self.steps_for(steps if sampler == "ddim" else None)
+        schedule = self.steps_for(steps if sampler == "ddim" else None, spacing)
         noise = randn(shape, generator, device)
         if x_init is not None and strength < 1.0:
             start = strength * self.timesteps - 1

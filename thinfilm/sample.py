@@ -154,6 +154,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-per-condition", type=int, default=1)
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default=None)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--spacing", choices=["trailing", "karras"], default=None,
+                   help="how DDIM's steps are spread over t (default: the checkpoint's sample.spacing)")
     p.add_argument("--eta", type=float, default=None)
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--seed", type=int, default=0)
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg, norm = loaded.config, loaded.normalizer
     s = cfg.sample
     sampler, steps, eta = args.sampler or s.sampler, args.steps or s.steps, s.eta if args.eta is None else args.eta
+    spacing = args.spacing or s.spacing
     guidance = s.guidance if args.guidance is None else args.guidance
     if args.n_per_condition < 1:
         raise SampleError("--n-per-condition must be at least 1")
@@ -210,12 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     x = generate(loaded.net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
                  guidance=guidance, clip=s.clip and not args.no_clip, batch_size=args.batch_size or s.batch_size,
                  device=device, x_init=x_init, strength=args.strength if x_init is not None else 1.0,
-                 amp=autocast_dtype(args.precision, device), progress=not args.quiet)
+                 amp=autocast_dtype(args.precision, device), progress=not args.quiet, spacing=spacing)
     out = Path(args.out)
     write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
                   film=bool(args.sweep or args.path))
-    n_steps = len(diffusion.steps_for(steps if sampler == "ddim" else None))
-    how = f"ddim, {n_steps} steps, eta {eta:g}" if sampler == "ddim" else f"ddpm, {n_steps} steps"
+    n_steps = len(diffusion.steps_for(steps if sampler == "ddim" else None, spacing))
+    how = f"ddim, {n_steps} {spacing} steps, eta {eta:g}" if sampler == "ddim" else f"ddpm, {n_steps} steps"
     print(f"wrote {len(x)} frames ({how}, guidance {guidance:g}) and manifest.csv to {out}")
 
 

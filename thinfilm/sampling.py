@@ -39,7 +39,7 @@ def guided(net: nn.Module, cond: Tensor, scale: float) -> Denoise:
 def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], *, sampler: str,
              steps: int | None, eta: float, guidance: float, clip: bool, batch_size: int,
              device: torch.device | str, x_init: Tensor | None = None, strength: float = 1.0,
-             amp: torch.dtype | None = None, progress: bool = False) -> Tensor:
+             amp: torch.dtype | None = None, progress: bool = False, spacing: str = "trailing") -> Tensor:
     """Frames for normalised conditions cond [N, C] (NaN = unknown), one generator per frame:
     returns float [N, 1, R, R] in [-1, 1] on the CPU. `amp`: autocast dtype (None = fp32)."""
     device = torch.device(device)
@@ -51,6 +51,7 @@ def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: 
         init = None if x_init is None else x_init.expand(len(chunk), -1, -1, -1).to(device)
         with autocast(device, amp):
             x = diffusion.sample(guided(net, chunk, guidance), (len(chunk), 1, r, r), sampler, steps, eta, gens,
-                                 x_init=init, strength=strength, clip=clip, device=device, progress=progress)
+                                 x_init=init, strength=strength, clip=clip, device=device, progress=progress,
+                                 spacing=spacing)
         out.append(x.float().cpu())
     return torch.cat(out)

@@ -22,9 +22,21 @@ What drives what you see (the rest is invisible by construction):
 | x3            | strip height contracts by Poisson's ratio 0.38 times the strain                    |
 | x7            | invisible: a lagged ratio of label noise                                          |
 | x8            | invisible: an absolute stage offset per series                                    |
+| (none)        | texture (`texture="camera"`): a speckle pattern and film-thickness variations     |
+|               | fixed on each specimen, stretched with the strain x3 and contracted with the      |
+|               | height; drawn per specimen, so no condition says what it looks like               |
 
-`measure()` reads those features back from ROI frames at any resolution; `FEATURES` names them.
-Not simulated: marker-tracking failures (the real data1's x6 jumps), speckle, grips.
+Texture levels (`TEXTURES`), in 8-bit levels of the full-size frame:
+- "none": sensor noise only (Gaussian, std 3 per camera pixel): ~0.5 levels left at 64 px.
+- "camera": as a DIC-speckled film filmed by a 5-megapixel camera: dark spray-paint speckles covering
+  45 % of the film, 3-10 px across and 50 levels deep; thickness variations of 3 levels std with a
+  correlation length of ~60 px; an optical blur (Gaussian, sigma 1 px) on both; the same sensor noise.
+  At 64 px the strip between the marks then has a high-pass std (pixel minus its 3x3 mean) of ~4
+  levels, as textured tensile-test frames from outside this project do (~5 levels); at 256 / 512 px
+  more of the speckle survives.
+
+`measure()` reads the features back from ROI frames at any resolution; `FEATURES` names them.
+Not simulated: marker-tracking failures (the real data1's x6 jumps), grips.
 """
 from __future__ import annotations
 
@@ -38,6 +50,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from thinfilm.metrics import levels, region_mask, texture
+
 WIDTH, HEIGHT = 2452, 2056
 ROI = (678, 0, 767, 2452)                     # top, left, height, width
 CENTER_ROW = ROI[0] + ROI[2] / 2              # the strip's axis
@@ -48,6 +62,26 @@ BACKGROUND, STRIP, WHITE, MARK_DEPTH = 50.0, 140.0, 90.0, 110.0
 AREA_FACTOR = 2000.0                          # x2 = 2000 * x1
 LOAD_STEP = 8.19e-6                           # load quantisation, N
 FEATURES = ("sep_a", "sep_b", "whitening", "gap", "height")
+# the strip between the marks, outside the craze zone: rows and columns as fractions of the ROI
+FLAT_ROWS, FLAT_COLS = (0.42, 0.58), ((0.28, 0.38), (0.62, 0.72))
+
+
+class Texture(NamedTuple):
+    """What a camera sees on the film beyond the drawn geometry (8-bit levels, full-size pixels)."""
+    speckle_depth: float        # how much darker a paint speckle is
+    speckle_cover: float        # fraction of the film they cover
+    speckle_sigma: float        # correlation of the noise thresholded into speckles, px (-> 3-10 px blobs)
+    film_std: float             # thickness variation
+    film_sigma: float           # ... its correlation length, px
+    blur: float                 # optical blur of the texture (Gaussian sigma, px)
+
+
+TEXTURES: dict[str, Texture | None] = {
+    "none": None,
+    "camera": Texture(speckle_depth=50.0, speckle_cover=0.45, speckle_sigma=1.5, film_std=3.0, film_sigma=60.0,
+                      blur=1.0),
+}
+PAD = 32                                      # texture rows beyond the ROI (the strip's material contracts)
 
 
 class Series(NamedTuple):
@@ -63,6 +97,7 @@ class Series(NamedTuple):
     onsets: np.ndarray          # [K] plastic strain at which each craze opens
     d0: float
     gap_width: float
+    texture: np.ndarray | None = None   # [ROI height + 2 PAD, WIDTH] levels on the unstrained film, zero mean
 
 
 def stress_strain(strain: np.ndarray, modulus: float, peak: float, peak_strain: float,
@@ -122,6 +157,37 @@ def _box(u: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float, blur: fl
     return 0.5 * (np.tanh((u - lo) / (2 * blur)) - np.tanh((u - hi) / (2 * blur)))
 
 
+def _blur(field: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
+    """Gaussian blur through the FFT (periodic edges: the fields are stationary noise)."""
+    fy = np.fft.fftfreq(field.shape[0])[:, None]
+    fx = np.fft.rfftfreq(field.shape[1])[None, :]
+    kernel = np.exp(-2 * np.pi**2 * ((sigma_y * fy) ** 2 + (sigma_x * fx) ** 2))
+    return np.fft.irfft2(np.fft.rfft2(field) * kernel, s=field.shape)
+
+
+def texture_field(texture: Texture, rng: np.random.Generator) -> np.ndarray:
+    """One specimen's texture on its unstrained film: [ROI height + 2 PAD, WIDTH] float32 levels, zero mean."""
+    shape = (ROI[2] + 2 * PAD, WIDTH)
+    grains = _blur(rng.standard_normal(shape), texture.speckle_sigma, texture.speckle_sigma)
+    dots = (grains > np.quantile(grains, 1 - texture.speckle_cover)).astype(np.float64)
+    film = _blur(rng.standard_normal(shape), texture.film_sigma, texture.film_sigma)
+    film *= texture.film_std / film.std()
+    field = _blur(film - texture.speckle_depth * dots, texture.blur, texture.blur)
+    return (field - field.mean()).astype(np.float32)
+
+
+def _sample(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """field at fractional (rows x cols) positions, bilinear (both separable): [len(rows), len(cols)]."""
+    def weights(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.clip(pos, 0, n - 1.001)
+        i = np.floor(pos).astype(int)
+        return i, (pos - i).astype(np.float32)
+    i, wy = weights(rows, field.shape[0])
+    j, wx = weights(cols, field.shape[1])
+    part = field[i] * (1 - wy[:, None]) + field[i + 1] * wy[:, None]
+    return part[:, j] * (1 - wx) + part[:, j + 1] * wx
+
+
 def render(series: Series, i: int, rng: np.random.Generator) -> np.ndarray:
     """Frame `i` of `series` as a uint8 [2056, 2452] camera image."""
     x = np.arange(WIDTH, dtype=np.float32)
@@ -138,11 +204,17 @@ def render(series: Series, i: int, rng: np.random.Generator) -> np.ndarray:
     width = np.where(active > 0, 3 * opening + 4, 0)
     across = np.clip(_box(x[:, None], sites - width / 2, sites + width / 2).sum(1), 0, 1.2)
     level = STRIP + WHITE * across
+    film = np.ones_like(x)
     if series.broken[i]:                                          # the specimen splits at the widest craze
         site = sites[np.argmax(opening)]
-        level = level * (1 - _box(x, site - series.gap_width / 2, site + series.gap_width / 2))
+        film = 1 - _box(x, site - series.gap_width / 2, site + series.gap_width / 2)
+        level = level * film
     rows = _box(y, CENTER_ROW - half, CENTER_ROW + half, 2.0)
     roi = BACKGROUND + np.outer(rows, (level - BACKGROUND) * gain)
+    if series.texture is not None:                                # the film's texture moves with the film
+        material_rows = PAD + CENTER_ROW - top + (y - CENTER_ROW) / (1 - POISSON * strain)
+        material_cols = c + (x - c) / (1 + strain)
+        roi += np.outer(rows, film) * _sample(series.texture, material_rows, material_cols)
 
     for sep, sign in ((series.sep_a[i], -1), (series.sep_b[i], 1)):
         band = _box(y, *sorted((CENTER_ROW + sign * 0.25 * half, CENTER_ROW + sign * 0.75 * half)))
@@ -157,8 +229,11 @@ def render(series: Series, i: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def generate(out: str | Path, n_series: int = 10, n_frames: int = 50, seed: int = 0,
-             progress: bool = True) -> pd.DataFrame:
+             progress: bool = True, texture: str = "camera") -> pd.DataFrame:
     """Write series `data1..dataN` of TIFF frames under `out`; return the table in the seed's format.
+
+    `texture` names an entry of `TEXTURES`; the measurements and the geometry of every frame are the
+    same whatever the texture (it is drawn from a stream of its own).
 
     `filepath` holds Windows paths from a made-up collection machine, like the researcher's CSVs;
     the loader rebases them onto the CSV's folder (or `data.root`).
@@ -168,6 +243,9 @@ def generate(out: str | Path, n_series: int = 10, n_frames: int = 50, seed: int 
     out = Path(out)
     every = [(s, i) for s in range(1, n_series + 1) for i in range(n_frames)]
     series = {s: simulate(s, n_frames, seed) for s in range(1, n_series + 1)}
+    if TEXTURES[texture] is not None:
+        series = {s: v._replace(texture=texture_field(TEXTURES[texture], np.random.default_rng([seed, s, 2])))
+                  for s, v in series.items()}
     for s in series:
         (out / f"data{s}").mkdir(parents=True, exist_ok=True)
 
@@ -193,19 +271,13 @@ def _centroid(profile: np.ndarray, lo: int, hi: int) -> float:
     return lo + float((dark * np.arange(len(window))).sum() / max(dark.sum(), 1e-12))
 
 
-def _levels(frames: np.ndarray) -> np.ndarray:
-    """Frames as float64 8-bit levels, whether given as uint8 / 0..255 or as floats in [0, 1]."""
-    frames = np.asarray(frames, dtype=np.float64)
-    return frames * 255 if frames.max() <= 1.0 + 1e-6 else frames
-
-
 def measure(frames: np.ndarray) -> np.ndarray:
     """What ROI frames show: [N, R, R] (float in [0, 1] or uint8) -> [N, len(FEATURES)].
 
     sep_a, sep_b: mark separations in original px; whitening, gap: mean brightness above / below
     the bare strip in the gauge centre (8-bit levels); height: strip height in original px.
     """
-    frames = _levels(frames)
+    frames = levels(frames)
     n, r, _ = frames.shape
     px_x, px_y = ROI[3] / r, ROI[2] / r
     band = lambda v0, v1: slice(int(round(v0 * r)), max(int(round(v1 * r)), int(round(v0 * r)) + 1))  # noqa: E731
@@ -248,7 +320,7 @@ def correlations(shown: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
 
 def _flat_patch(frames: np.ndarray) -> np.ndarray:
     """Pixels (8-bit levels) of a patch of bare strip that should be flat: [N, R, R] -> [N, P]."""
-    frames = _levels(frames)
+    frames = levels(frames)
     r = frames.shape[-1]
     rows = slice(int(0.45 * r), max(int(round(0.55 * r)), int(0.45 * r) + 2))
     cols = slice(int(0.02 * r), max(int(round(0.10 * r)), int(0.02 * r) + 2))
@@ -285,13 +357,19 @@ def gap_ceiling(gap: np.ndarray, broken_above: float = 2.0) -> float:
     return _r(gap, broken_frames(gap, broken_above)) ** 2
 
 
+def flat_mask(resolution: int) -> np.ndarray:
+    """The strip between the marks, outside the craze zone, at `resolution`: where only texture varies."""
+    return region_mask(resolution, FLAT_ROWS, FLAT_COLS)
+
+
 def fidelity(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     """How well generated frames show what their conditions command, row i of each being the same
     condition: the correlation of every visible feature between generated and real frames; for the
     gap, also its correlation with what the condition commands, fracture or not (`corr_fracture`:
     the real frame's gap width is drawn per specimen, in no condition), and what an ideal sampler would
     score on both (`ceiling_gap`, `ceiling_fracture` = r(real gap, fracture)); the residual noise of
-    each (flat-strip std, 8-bit levels) and the generated frames' brightness offset."""
+    each (flat-patch std, 8-bit levels), the generated frames' brightness offset, and their texture
+    against the real frames' (`metrics.texture` in `flat_mask`: grain and power per octave band)."""
     shown, wanted = measure(generated), measure(real)
     result = {f"corr_{k}": v for k, v in correlations(shown, wanted).items()}
     gap = FEATURES.index("gap")
@@ -302,4 +380,6 @@ def fidelity(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     result["noise_generated"] = float(residual_noise(generated).mean())
     result["noise_real"] = float(residual_noise(real).mean())
     result["level_error"] = level_error(generated, real)
+    report = texture(generated, real, flat_mask(np.shape(real)[-1])).to_dict()
+    result.update({k: float(v) for k, v in report.items() if not k.startswith("n_")})
     return result

@@ -339,7 +339,7 @@ class Trainer:
         s = self.cfg.sample
         return generate(self.ema.model, self.diffusion, cond, [frame_seed(seed, i) for i in range(len(cond))],
                         sampler=s.sampler, steps=s.steps, eta=s.eta, guidance=s.guidance, clip=s.clip,
-                        batch_size=s.batch_size, device=self.device, amp=self.amp_dtype)
+                        batch_size=s.batch_size, device=self.device, amp=self.amp_dtype, spacing=s.spacing)
 
 
 # ------------------------------------------------------------------------------------ logging
