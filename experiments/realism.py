@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -30,10 +31,16 @@ SAMPLERS = {                         # sample CLI flags
 }
 
 
-def run(cmd: list[str], log: Path) -> None:
+def run(cmd: list[str], log: Path, threads: int) -> None:
     with open(log, "a") as f:
         subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)})
+
+
+def finished(ckpt: Path, steps: int) -> bool:
+    """A checkpoint of a run that trained all its steps (a stopped run's last.pt is not)."""
+    import torch
+    return ckpt.is_file() and torch.load(ckpt, map_location="cpu", weights_only=True)["step"] >= steps
 
 
 def main() -> None:
@@ -47,6 +54,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1400)
     p.add_argument("--extra", nargs="*", default=[], help="more training overrides for every run")
     p.add_argument("--tag", default="", help="suffix of run names (for --extra variants)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads per process (OMP_NUM_THREADS)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,17 +62,18 @@ def main() -> None:
     for world in args.worlds:
         data = out / "data" / world
         if not (data / "test.csv").is_file():
-            run([py, "-m", "thinfilm.data", "synth", "--out", str(data), "--texture", world], out / "data.log")
+            run([py, "-m", "thinfilm.data", "synth", "--out", str(data), "--texture", world], out / "data.log",
+                args.threads)
         if args.eval and not (out / "eval" / world / "all.csv").is_file():
             run([py, "-m", "thinfilm.data", "synth", "--out", str(out / "eval" / world), "--series", "8",
-                 "--seed", "99", "--all", "--texture", world], out / "data.log")
+                 "--seed", "99", "--all", "--texture", world], out / "data.log", args.threads)
     for seed in args.seeds:
         for world in args.worlds:
             for objective in args.objectives:
                 name = f"{objective}{args.tag}-{world}-s{seed}"
                 data = out / "data" / world
                 ckpt = out / "runs" / name / "checkpoints" / "last.pt"
-                if not ckpt.is_file():
+                if not finished(ckpt, args.steps):
                     start = time.time()
                     overrides = [f"data.train_csv={data / 'train.csv'}", f"data.test_csv={data / 'test.csv'}",
                                  f"data.texture={world}", f"data.cache_dir={out / 'cache'}",
@@ -72,7 +81,9 @@ def main() -> None:
                                  f"train.steps={args.steps}", "train.max_minutes=0",
                                  *OBJECTIVES[objective], *args.extra]
                     cmd = [py, "-m", "thinfilm.train", "--config", "experiments/default.toml", "--quiet"]
-                    run(cmd + [a for o in overrides for a in ("--set", o)], out / f"{name}.log")
+                    if (out / "runs" / name).exists():          # an interrupted run: start it again
+                        shutil.rmtree(out / "runs" / name)
+                    run(cmd + [a for o in overrides for a in ("--set", o)], out / f"{name}.log", args.threads)
                     print(f"{name}: trained in {(time.time() - start) / 60:.1f} min", flush=True)
                 sets = [("test", data / "test.csv")]
                 if args.eval:
@@ -82,7 +93,8 @@ def main() -> None:
                         folder = out / "samples" / f"{name}-{sampler}-{label}"
                         if not (folder / "manifest.csv").is_file():
                             run([py, "-m", "thinfilm.sample", "--ckpt", str(ckpt), "--conditions", str(csv),
-                                 "--out", str(folder), "--quiet", *SAMPLERS[sampler]], out / f"{name}.log")
+                                 "--out", str(folder), "--quiet", *SAMPLERS[sampler]], out / f"{name}.log",
+                                args.threads)
                         row = {"run": name, "objective": objective + args.tag, "world": world, "seed": seed,
                                "sampler": sampler, "set": label, **score(folder, csv)}
                         with open(out / "results.jsonl", "a") as f:

@@ -26,7 +26,7 @@ def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
     assert state["normalizer"]["kind"] == "zscore" and len(state["normalizer"]["shift"]) == 8
     loaded = checkpoint.load_model(run)
     assert loaded.step == 3 and loaded.config.data.resolution == 16
-    with pytest.raises(train.TrainingError, match="already exists"):
+    with pytest.raises(checkpoint.CheckpointError, match="already exists"):
         run_train(tmp_path, "train.steps=3", "train.run_name=r")
 
 
@@ -57,7 +57,7 @@ def test_resume_is_exact(run_train, tmp_path):
 
 
 def test_zoom_stretches_frames_and_scales_their_distances(synth_dir):
-    from thinfilm.data import Normalizer, load_frame, read_table, resolve_all, to_network, to_uint8
+    from thinfilm.data import Normalizer, load_frame, read_table, resolve_all, stretch, to_network, to_uint8
     from thinfilm.synthetic import ROI, measure
     columns = [f"x{i}" for i in range(1, 9)]
     table = read_table(synth_dir / "train.csv", columns)
@@ -67,7 +67,7 @@ def test_zoom_stretches_frames_and_scales_their_distances(synth_dir):
     idx = torch.tensor([4, 5])
     shift = torch.tensor([norm.shift[i] / norm.scale[i] for i in (4, 5)])
     s = torch.tensor([1.0, 1.03, 0.97, 1.02, 0.98, 1.0, 1.03, 0.97])
-    x, c = train.stretch(to_network(frames), cond, s, idx, shift)
+    x, c = stretch(to_network(frames), cond, s, idx, shift)
     assert torch.allclose(x[s == 1], to_network(frames)[s == 1], atol=1e-5)          # no zoom: the same frame
     before, after = measure(frames)[:, :2], measure(to_uint8(x))[:, :2]
     error = np.abs(after - before * s.numpy()[:, None])     # marks ~1300 px apart move 26-39 px; 1/s: 52-78

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,20 +21,56 @@ from thinfilm.config import Config, ConfigError, from_dict, validate
 from thinfilm.data import Normalizer
 from thinfilm.unet import UNet
 
-FORMAT = "thinfilm-diffusion/1"
+FORMAT = "thinfilm-diffusion/1"              # the diffusion model (train.py)
+REGRESSOR = "thinfilm-regressor/1"           # the inverse model (regression.py)
+WHAT = {FORMAT: ("a diffusion checkpoint", "python -m thinfilm.train"),
+        REGRESSOR: ("a regressor checkpoint", "python -m thinfilm.regression train")}
 
 
 class CheckpointError(UserError):
     """A checkpoint path that is missing, unreadable, or of another format or version."""
 
 
-def save(state: dict[str, Any], path: str | Path) -> None:
+@dataclass
+class RunDir:
+    """`<out_dir>/<run>/`: config.toml, checkpoints/, tb/, samples/."""
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def tb(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+
+def new_run_dir(out_dir: str, name: str, key: str, check: bool = True) -> RunDir:
+    """`<out_dir>/<name>/`, "" naming it <key's default>-<date>-<time> is the caller's job; an existing
+    folder is never overwritten (check=False: this process does not create it, e.g. a DDP rank > 0)."""
+    path = Path(out_dir) / name
+    if check and path.exists():
+        raise CheckpointError(f"run folder {path} already exists and is never overwritten; set {key} to a new name"
+                              + (" or continue it with --resume" if key == "train.run_name" else ""))
+    return RunDir(path)
+
+
+def timestamped(prefix: str) -> str:
+    """A run name: <prefix>-<date>-<time>."""
+    return f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def save(state: dict[str, Any], path: str | Path, kind: str = FORMAT) -> None:
     """Write `state` to `path` atomically: a temp file in the same folder, fsynced, then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
+        torch.save({"format": kind, **state}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -50,11 +88,13 @@ def publish_last(path: Path) -> None:
     os.replace(tmp, last)
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint on the CPU with `weights_only=True`: no code runs from the file."""
+def load(path: str | Path, kind: str = FORMAT) -> dict[str, Any]:
+    """Load a checkpoint of `kind` on the CPU with `weights_only=True`: no code runs from the file."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+    if path.is_dir():                            # a run folder: its checkpoint, or the other kind's (to say so)
+        names = ["best.pt", "last.pt"] if kind == REGRESSOR else ["last.pt", "best.pt"]
+        path = next((path / "checkpoints" / n for n in names if (path / "checkpoints" / n).is_file()),
+                    path / "checkpoints" / names[0])
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found (give a .pt file or a run folder)")
     try:
@@ -62,9 +102,12 @@ def load(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not ours"
         raise CheckpointError(f"{path}: not a readable thinfilm checkpoint ({type(err).__name__}: "
                               f"{str(err).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format", "no format tag") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: checkpoint format {found!r}, expected {FORMAT!r} "
+    found = state.get("format", "no format tag") if isinstance(state, dict) else type(state).__name__
+    if found in WHAT and found != kind:
+        raise CheckpointError(f"{path} is {WHAT[found][0]}, not {WHAT[kind][0]}: give one written by "
+                              f"`{WHAT[kind][1]}`")
+    if found != kind:
+        raise CheckpointError(f"{path}: checkpoint format {found!r}, expected {kind!r} "
                               "(written by another program or another thinfilm version)")
     return state
 

@@ -38,6 +38,7 @@ class DataConfig:
     synthetic_frames: int = 50           # frames per series
     synthetic_seed: int = 0
     texture: Literal["camera", "none"] = "camera"   # the simulator's texture (synthetic.TEXTURES)
+    invisible: list[str] = field(default_factory=lambda: ["x7", "x8"])   # columns no frame can show
 
 
 @dataclass
@@ -114,6 +115,20 @@ class SampleConfig:
 
 
 @dataclass
+class RegressionConfig:
+    """The inverse model: a ResNet-18 that reads the measurements back from a frame."""
+    stem: Literal["small", "pooled", "stock"] = "small"   # small: 3x3 stride 1, no max-pool (fine mark positions)
+    epochs: int = 30                     # at most; early stopping on the validation loss
+    patience: int = 6                    # epochs without a better validation loss before stopping
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    zoom: float = 0.0                    # stretch augmentation as train.zoom, scaling train.zoom_columns
+    val_fraction: float = 0.1            # validation frames when the training split has < 4 series
+    run_name: str = ""                   # "" = regressor-<experiment>-<date>-<time>
+
+
+@dataclass
 class Config:
     """The whole experiment."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -121,6 +136,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
     name: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,11 +249,14 @@ def validate(cfg: Config) -> Config:
     if bad:
         raise ConfigError(f"model.attention_levels = {bad}: levels are 0..{len(m.channels) - 1} "
                           f"(one per entry of model.channels)")
-    for key, names in (("train.zoom_columns", t.zoom_columns),
+    for key, names in (("train.zoom_columns", t.zoom_columns), ("data.invisible", d.invisible),
                        ("train.fracture_load", [t.fracture_load] if t.fracture_repeat > 1 else [])):
         unknown = [c for c in names if c not in d.columns]
         if unknown:
             raise ConfigError(f"{key}: {', '.join(unknown)} not in data.columns ({', '.join(d.columns)})")
+    if cfg.regression.zoom > 0 and not t.zoom_columns:
+        raise ConfigError(f"regression.zoom = {cfg.regression.zoom} stretches frames, but train.zoom_columns names no "
+                          "pixel-distance column to scale with them: set it (e.g. [\"x5\", \"x6\"]) or the zoom to 0")
     if f.min_snr_floor > 0 and f.loss_weighting != "min_snr":
         raise ConfigError(f"diffusion.min_snr_floor = {f.min_snr_floor} floors the min_snr weight, but "
                           f"diffusion.loss_weighting = {f.loss_weighting!r}: set it to \"min_snr\" or the floor to 0")
@@ -246,7 +265,7 @@ def validate(cfg: Config) -> Config:
 
 def _rules(cfg: Config) -> list[tuple[bool, str]]:
     """(holds, message) for every single-value range the types do not catch."""
-    d, m, f, t, s = cfg.data, cfg.model, cfg.diffusion, cfg.train, cfg.sample
+    d, m, f, t, s, g = cfg.data, cfg.model, cfg.diffusion, cfg.train, cfg.sample, cfg.regression
     prob = lambda v: 0 <= v <= 1  # noqa: E731
     return [
         (d.resolution >= 8, f"data.resolution = {d.resolution}: give the square's side in pixels, e.g. 64 or 256"),
@@ -291,6 +310,11 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
         (s.eta >= 0, f"sample.eta = {s.eta}: give 0 (deterministic DDIM) or more"),
         (s.guidance >= 0, f"sample.guidance = {s.guidance}: give 1 (off) or more"),
         (s.batch_size >= 1, f"sample.batch_size = {s.batch_size}: give 1 or more"),
+        (min(g.epochs, g.batch_size) >= 1 and g.patience >= 0,
+         "regression.epochs and regression.batch_size: give 1 or more; regression.patience: 0 or more"),
+        (g.lr > 0 and g.weight_decay >= 0, "regression.lr > 0 and regression.weight_decay >= 0, e.g. 1e-3 and 1e-4"),
+        (0 <= g.zoom < 1, f"regression.zoom = {g.zoom}: give a fraction in [0, 1), e.g. 0.04"),
+        (0 < g.val_fraction < 1, f"regression.val_fraction = {g.val_fraction}: give a fraction in (0, 1), e.g. 0.1"),
     ]
 
 

@@ -17,11 +17,12 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from thinfilm import UserError, cli
@@ -155,13 +156,31 @@ def load_frame(path: Path, roi: Sequence[int], resolution: int) -> np.ndarray:
 
 def to_network(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 [..., R, R] -> float [..., 1, R, R] in [-1, 1] (the network's space)."""
-    x = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    x = frames if isinstance(frames, torch.Tensor) else torch.tensor(np.asarray(frames))   # copied: memmaps are
+    # read-only, which torch warns about
     return (x.float() / 127.5 - 1).unsqueeze(-3)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float [..., 1, R, R] in [-1, 1] -> uint8 [..., R, R]."""
     return ((x.squeeze(-3).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+def stretch(x: torch.Tensor, cond: torch.Tensor, s: torch.Tensor, columns: torch.Tensor,
+            shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zoom augmentation: frames [B, 1, R, R] stretched horizontally by s [B] about their centre
+    column (bicubic, edge columns repeated), and the normalised conditions of `columns` (horizontal
+    pixel distances) scaled with them: raw v -> s v, i.e. z -> s z + (s - 1) shift / scale, where
+    `shift` holds shift / scale of those columns. A camera at another magnification, so distances in
+    pixels vary without the strains changing (d0 scales too): the network has to read them."""
+    theta = torch.zeros(len(s), 2, 3, dtype=torch.float64, device=x.device)
+    theta[:, 0, 0], theta[:, 1, 1] = 1 / s.double(), 1            # source column = column / s
+    # the grid in float64, then rounded: the same source positions as dividing in the frames' dtype
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False).to(x.dtype)
+    x = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(-1, 1)
+    cond = cond.clone()
+    cond[:, columns] = cond[:, columns] * s[:, None] + (s[:, None] - 1) * shift
+    return x, cond
 
 
 # ------------------------------------------------------------------------------------- cache
@@ -204,6 +223,57 @@ def cached_frames(table: Table, files: list[Path], roi: Sequence[int], resolutio
         if stale != path and ".tmp" not in stale.name:
             stale.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
+
+
+class Images(NamedTuple):
+    """Frames read for judging: names as listed, uint8 [N, R, R], raw conditions [N, C] (NaN = not given)."""
+    names: list[str]
+    frames: np.ndarray
+    values: np.ndarray
+
+
+def read_images(csv: str | Path, columns: Sequence[str], roi: Sequence[int], resolution: int, root: str = "",
+                need_values: bool = False, cache_dir: str | Path | None = None) -> Images:
+    """Frames listed by a sample manifest (`file` column: square PNGs in the network's ROI space, relative
+    to the manifest) or by a seed-format CSV (`filepath`: camera frames, cropped and resized like training
+    data, cached under `cache_dir` when given). need_values: every column must be present and finite."""
+    csv = Path(csv)
+    if not csv.is_file():
+        raise DataError(f"{csv}: CSV not found")
+    header = pd.read_csv(csv, nrows=0).columns.str.strip().tolist()
+    if "file" not in header:
+        table = read_table(csv, columns if need_values else [c for c in columns if c in header])
+        files = resolve_all(table, root)
+        frames = (cached_frames(table, files, roi, resolution, cache_dir, progress=False) if cache_dir else
+                  np.stack([load_frame(f, roi, resolution) for f in files]))
+        values = np.full((len(table), len(columns)), np.nan)
+        for j, c in enumerate(columns):
+            if c in table.columns:
+                values[:, j] = table.values[:, table.columns.index(c)]
+        return Images(table.paths, np.asarray(frames), values)
+    manifest = pd.read_csv(csv, skipinitialspace=True)
+    manifest.columns = [c.strip() for c in manifest.columns]
+    missing = [c for c in columns if c not in manifest.columns]
+    if need_values and missing:
+        raise DataError(f"{csv}: missing column(s) {', '.join(missing)}; the header has {', '.join(header)} "
+                        f"(the model reads {', '.join(columns)})")
+    values = np.stack([pd.to_numeric(manifest[c], errors="coerce").to_numpy(np.float64) if c in manifest.columns
+                       else np.full(len(manifest), np.nan) for c in columns], axis=1)
+    if need_values and not np.isfinite(values).all():
+        r, c = np.argwhere(~np.isfinite(values))[0]
+        raise DataError(f"{csv}: line {r + 2} column {columns[c]} is empty or not a number: every frame judged "
+                        "needs all its conditions (sample with --conditions, not --values)")
+    frames = []
+    for i, name in enumerate(manifest.file.astype(str)):
+        path = csv.parent / name
+        if not path.is_file():
+            raise DataError(f"{csv}: line {i + 2}: frame {path} not found")
+        image = Image.open(path)
+        if image.size != (resolution, resolution):
+            raise DataError(f"{path}: {image.width}x{image.height} px, but the model reads "
+                            f"{resolution}x{resolution} frames (data.resolution); sample at that resolution")
+        frames.append(np.asarray(image.convert("L")))
+    return Images(manifest.file.astype(str).tolist(), np.stack(frames), values)
 
 
 # -------------------------------------------------------------------------------- normaliser

@@ -16,21 +16,20 @@ import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision.utils import make_grid, save_image
 
 from thinfilm import UserError, checkpoint, cli
+from thinfilm.checkpoint import RunDir, new_run_dir, timestamped
 from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml, validate
-from thinfilm.data import Normalizer, Split, after_fracture, load_splits, to_network, to_uint8
+from thinfilm.data import Normalizer, Split, after_fracture, load_splits, stretch, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.runtime import (
     Dist,
@@ -115,33 +114,6 @@ def lr_lambda(cfg: Config):
 
 
 # ------------------------------------------------------------------------------------ run dir
-@dataclass
-class RunDir:
-    """`<out_dir>/<run>/`: config.toml, checkpoints/, tb/, samples/."""
-    path: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def tb(self) -> Path:
-        return self.path / "tb"
-
-    @property
-    def samples(self) -> Path:
-        return self.path / "samples"
-
-
-def new_run_dir(cfg: Config, check: bool = True) -> RunDir:
-    name = cfg.train.run_name or f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    path = Path(cfg.train.out_dir) / name
-    if check and path.exists():
-        raise TrainingError(f"run folder {path} already exists and is never overwritten; set "
-                            "train.run_name to a new name or continue it with --resume")
-    return RunDir(path)
-
-
 def find_checkpoint(resume: str, out_dir: str) -> Path:
     """--resume RUN_DIR | CKPT | latest -> the checkpoint file to continue from."""
     if resume == "latest":
@@ -158,22 +130,6 @@ def find_checkpoint(resume: str, out_dir: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------ trainer
-def stretch(x: Tensor, cond: Tensor, s: Tensor, columns: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
-    """Zoom augmentation: frames [B, 1, R, R] stretched horizontally by s [B] about their centre
-    column (bicubic, edge columns repeated), and the normalised conditions of `columns` (horizontal
-    pixel distances) scaled with them: raw v -> s v, i.e. z -> s z + (s - 1) shift / scale, where
-    `shift` holds shift / scale of those columns. A camera at another magnification, so distances in
-    pixels vary without the strains changing (d0 scales too): the network has to read them."""
-    theta = torch.zeros(len(s), 2, 3, dtype=torch.float64, device=x.device)
-    theta[:, 0, 0], theta[:, 1, 1] = 1 / s.double(), 1            # source column = column / s
-    # the grid in float64, then rounded: the same source positions as dividing in the frames' dtype
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False).to(x.dtype)
-    x = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(-1, 1)
-    cond = cond.clone()
-    cond[:, columns] = cond[:, columns] * s[:, None] + (s[:, None] - 1) * shift
-    return x, cond
-
-
 class Batch(NamedTuple):
     """One global batch in the network's space: x0 [G, 1, R, R], cond [G, C] (NaN = dropped),
     noise like x0, t [G]."""
@@ -449,7 +405,8 @@ def setup(args: argparse.Namespace, launched: float) -> Session:
         cfg = validate(load_config(args.config, args.overrides))
     ddp = init_distributed("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     if state is None:
-        run = new_run_dir(cfg, check=ddp.main)
+        run = new_run_dir(cfg.train.out_dir, cfg.train.run_name or timestamped(cfg.name), "train.run_name",
+                          check=ddp.main)
     device = pick_device(cfg.train.device, "train.device", ddp.local_rank)
     if not ddp.main:
         dist.barrier()                            # rank 0 generates / caches the data first

@@ -1,0 +1,195 @@
+"""The inverse model and the evaluation: metrics against hand computations, a regressor that learns, a
+report with every part, and every bad input a one-line error that leaves nothing half-written."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from thinfilm import cli, evaluate, metrics, regression, sample
+from thinfilm.synthetic import flat_mask
+
+from conftest import COLS, set_args, tiny_overrides
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def test_r2_and_mae_by_hand():
+    pred, true = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])
+    assert metrics.r2(pred, true) == pytest.approx(1 - 1 / (42 / 9))          # SS_res 1, SS_tot 42/9
+    assert metrics.mae(pred, true) == pytest.approx(1 / 3)
+    assert math.isnan(metrics.r2(pred, np.ones(3)))
+
+
+def test_kid_matches_the_direct_double_sum():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 3)), rng.normal(0.5, 1.0, size=(5, 3))
+    k = lambda x, y: (x @ y / 3 + 1) ** 3  # noqa: E731
+    aa = sum(k(a[i], a[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
+    bb = sum(k(b[i], b[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    ab = sum(k(a[i], b[j]) for i in range(7) for j in range(5)) / (7 * 5)
+    assert metrics.kid(a, b) == pytest.approx(aa + bb - 2 * ab, rel=1e-10)
+    same = [metrics.kid(rng.normal(size=(40, 3)), rng.normal(size=(40, 3))) for _ in range(200)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(200)               # unbiased: mean ~0
+
+
+def test_frechet_of_gaussians():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(20000, 2))
+    assert metrics.frechet(a, a) == pytest.approx(0, abs=1e-6)
+    b = rng.normal(size=(20000, 2)) * 2 + np.array([3.0, 0.0])                # |mu|^2 9 + 2 (1 + 4 - 2 * 2) = 11
+    assert metrics.frechet(a, b) == pytest.approx(11, rel=0.03)
+
+
+def test_bootstrap_interval_of_a_mean_and_a_ratio():
+    x = np.random.default_rng(2).normal(size=400)
+    est = metrics.bootstrap(lambda idx: x[idx].mean(), len(x), draws=2000)
+    assert est.value == pytest.approx(x.mean())
+    assert (est.high - est.low) / 2 == pytest.approx(1.96 * x.std() / 20, rel=0.15)   # normal theory
+    real = np.array([1.0, 2.0, 3.0, 4.0])
+    gen = np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0]) * 1.5                   # two frames per condition
+    ratio = evaluate.ratio_interval(gen, np.repeat(np.arange(4), 2), real)
+    assert ratio.value == pytest.approx(1.5) and ratio.low == pytest.approx(1.5) == ratio.high
+
+
+def test_texture_measures_on_hand_made_images():
+    rng = np.random.default_rng(3)
+    mask = flat_mask(64)
+    smooth = np.tile(np.linspace(60, 200, 64), (6, 64, 1))
+    noisy = smooth + rng.normal(0, 4.0, smooth.shape)
+    assert metrics.grain(smooth, mask).max() < 1e-9
+    assert metrics.grain(noisy, mask).mean() == pytest.approx(4.0 * math.sqrt(8 / 9), rel=0.08)
+    # an over-smoothed copy of textured frames fails the texture check; the frames themselves pass it
+    blurred = metrics.gaussian_blur(noisy, 1.0)
+    assert metrics.texture(blurred, noisy, mask).grain_ratio < 0.5
+    same = metrics.texture(noisy[::-1], noisy, mask)
+    assert 0.9 < same.grain_ratio < 1.1 and all(0.8 < r < 1.25 for r in same.band_ratio)
+    assert metrics.texture(blurred, noisy, mask).band_ratio[0] < 0.1
+
+
+# -------------------------------------------------------------------------------------- regressor
+def test_regressor_overfits_a_handful_of_frames(synth_dir):
+    from thinfilm.data import Normalizer, load_frame, read_table, resolve_all, to_network
+    table = read_table(synth_dir / "train.csv", COLS)
+    pick = np.linspace(0, len(table) - 1, 6).round().astype(int)
+    frames = to_network(np.stack([load_frame(resolve_all(table)[i], (678, 0, 767, 2452), 16) for i in pick]))
+    norm = Normalizer.fit(table.values, COLS)
+    y = norm.encode(table.values[pick])
+    torch.manual_seed(0)
+    net = regression.Regressor(8, "small")
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    for _ in range(150):
+        loss = (net(frames) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        pred = net(frames)
+    assert (pred - y).pow(2).mean() < 0.05 * y.pow(2).mean()
+    assert net.features(frames).shape == (6, 512)
+    assert regression.Regressor(8, "stock")(frames).shape == (6, 8)
+
+
+@pytest.fixture(scope="module")
+def regressor(synth_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("regressor")
+    regression.main(["train", "--config", "experiments/default.toml", "--quiet",
+                     *set_args(tiny_overrides(synth_dir, tmp, "regression.epochs=2", "regression.run_name=reg",
+                                              "regression.batch_size=8", "regression.zoom=0.03"))])
+    return tmp / "runs" / "reg"
+
+
+def test_regressor_run_folder_and_predict(regressor, synth_dir, tmp_path):
+    assert {"config.toml", "metrics.json", "checkpoints", "tb"} <= {p.name for p in regressor.iterdir()}
+    metrics_json = json.loads((regressor / "metrics.json").read_text())
+    assert set(metrics_json) == set(COLS) and all({"r2", "mae"} == set(v) for v in metrics_json.values())
+    out = regression.predict(str(regressor), str(synth_dir / "test.csv"), str(tmp_path / "pred.csv"))
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["file"] + COLS and len(pred) == 12
+
+
+@pytest.fixture(scope="module")
+def drawn(tiny_ckpt, synth_dir, tmp_path_factory):
+    """The tiny diffusion model's frames for the test split, and two sweeps."""
+    out = tmp_path_factory.mktemp("drawn")
+    sample.main(["--ckpt", str(tiny_ckpt), "--conditions", str(synth_dir / "test.csv"), "--out",
+                 str(out / "gen"), "--quiet"])
+    for col, values in (("x3", "0:0.1:4"), ("x5", "1250:1350:4")):
+        sample.main(["--ckpt", str(tiny_ckpt), "--sweep", f"{col}={values}", "--base", f"{synth_dir / 'test.csv'}:3",
+                     "--out", str(out / f"sweep-{col}"), "--quiet"])
+    return out
+
+
+def test_report_has_every_part(regressor, drawn, synth_dir, tmp_path):
+    out = tmp_path / "report"
+    evaluate.main(["--regressor", str(regressor), "--generated", str(drawn / "gen" / "manifest.csv"),
+                   "--real", str(synth_dir / "test.csv"), "--out", str(out), "--quiet",
+                   "--sweep", str(drawn / "sweep-x3" / "manifest.csv"),
+                   "--sweep", str(drawn / "sweep-x5" / "manifest.csv")])
+    report = json.loads((out / "report.json").read_text())
+    for c in COLS:
+        col = report["columns"][c]
+        assert col["visible"] == (c not in ("x7", "x8"))
+        assert {"r2", "mae"} <= set(col["real"]) and {"r2", "mae"} <= set(col["generated"])
+        assert col["ratio"] == pytest.approx(col["generated"]["mae"] / col["real"]["mae"])
+        assert col["ratio_low"] <= col["ratio"] <= col["ratio_high"]
+    assert {"kid", "floor", "kid_all", "n_generated", "n_real"} <= set(report["kid"]) and report["kid"]["n_real"] == 12
+    assert report["frechet"]["rank_deficient"]
+    assert {"grain_ratio", "band_ratio_0-1px"} <= set(report["texture"])
+    assert set(report["sensitivity"]) == {"x3", "x5"}
+    assert "x8" not in report["sensitivity"]["x3"]["off_diagonal"]
+    assert "corr_sep_a" in report["simulator"]                                   # the built-in data
+    page = (out / "report.md").read_text()
+    assert "KID" in page and "Sensitivity" in page and "*x8 (not visible)*" in page
+    assert Image.open(out / "scatter.png").size[0] > 600
+
+
+def test_bad_inputs_are_one_line_errors_and_leave_no_report(regressor, drawn, tiny_ckpt, synth_dir, tmp_path,
+                                                            capsys):
+    gen = drawn / "gen" / "manifest.csv"
+    table = pd.read_csv(gen)
+    missing = tmp_path / "missing" / "manifest.csv"
+    missing.parent.mkdir()
+    table.assign(file=["nowhere.png"] + list(table.file[1:])).to_csv(missing, index=False)
+    no_col = tmp_path / "nocol" / "manifest.csv"
+    no_col.parent.mkdir()
+    table.drop(columns=["x3"]).to_csv(no_col, index=False)
+    other = tmp_path / "other" / "manifest.csv"
+    other.parent.mkdir()
+    for name in table.file:
+        Image.open(drawn / "gen" / name).resize((32, 32)).save(other.parent / name)
+    table.to_csv(other, index=False)
+    real = str(synth_dir / "test.csv")
+    cases = [
+        (["--regressor", regressor, "--generated", missing, "--real", real], "line 2: frame"),
+        (["--regressor", regressor, "--generated", no_col, "--real", real], "missing column(s) x3"),
+        (["--regressor", regressor, "--generated", other, "--real", real], "32x32 px, but the model reads 16x16"),
+        (["--regressor", tiny_ckpt, "--generated", gen, "--real", real], "is a diffusion checkpoint, not a regressor"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "out"
+        with pytest.raises(SystemExit) as exit_:
+            cli(evaluate.main, [*map(str, args), "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and err.count("\n") == 1, (args, err)
+        assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    with pytest.raises(SystemExit):                                   # and the reverse: a regressor to sample
+        cli(sample.main, ["--ckpt", str(regressor), "--values", "x1=1", "--out", str(tmp_path / "o")])
+    assert "is a regressor checkpoint, not a diffusion checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_chain_trains_a_regressor_and_reports(tiny_ckpt, synth_dir, tmp_path):
+    import shutil
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_ckpt.parents[1], runs / "s")
+    args = ["--config", "experiments/default.toml", "--quiet", "--sweep-columns", "x3",
+            *set_args(tiny_overrides(synth_dir, tmp_path, "regression.epochs=1", "regression.run_name=chainreg"))]
+    evaluate.main(args)
+    assert (runs / "s" / "evaluation" / "report" / "report.json").is_file()
+    assert (runs / "chainreg" / "checkpoints" / "best.pt").is_file()
+    report = json.loads((runs / "s" / "evaluation" / "report" / "report.json").read_text())
+    assert report["sensitivity"]["x3"]["sweeps"] == 4
