@@ -152,7 +152,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--base", help="for --sweep: CSV:ROW (1-based) or x1=...,x2=...")
     src.add_argument("--path", help="replay a measured series CSV in order (writes film.gif and strip.png)")
     p.add_argument("--n-per-condition", type=int, default=1)
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], default=None)
+    p.add_argument("--sampler", choices=["ddim", "ddpm", "dpmpp2m"], default=None,
+                   help="default: the checkpoint's sample.sampler; dpmpp2m = DPM-Solver++(2M)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--spacing", choices=["trailing", "karras"], default=None,
                    help="how DDIM's steps are spread over t (default: the checkpoint's sample.spacing)")
@@ -196,9 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         print(f"unknown (masked out, the model fills them in): {', '.join(unknown)}")
     if args.sweep:
-        if (sampler, eta) != ("ddim", 0.0):
+        if sampler == "ddpm" or (sampler == "ddim" and eta != 0):
             print("sweep: using deterministic DDIM (eta 0) so the frames differ only by the swept value")
-        sampler, eta = "ddim", 0.0
+            sampler, eta = "ddim", 0.0
         seeds = [frame_seed(args.seed, i % args.n_per_condition) for i in range(len(raw))]
     else:
         seeds = [frame_seed(args.seed, i) for i in range(len(raw))]
@@ -217,8 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
                   film=bool(args.sweep or args.path))
-    n_steps = len(diffusion.steps_for(steps if sampler == "ddim" else None, spacing))
-    how = f"ddim, {n_steps} {spacing} steps, eta {eta:g}" if sampler == "ddim" else f"ddpm, {n_steps} steps"
+    how = {"ddim": f"ddim, {steps} {spacing} steps, eta {eta:g}", "dpmpp2m": f"dpmpp2m, {steps} {spacing} steps",
+           "ddpm": f"ddpm, {diffusion.timesteps} steps"}[sampler]
     print(f"wrote {len(x)} frames ({how}, guidance {guidance:g}) and manifest.csv to {out}")
 
 

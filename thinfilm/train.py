@@ -31,6 +31,7 @@ from thinfilm.checkpoint import RunDir, new_run_dir, timestamped
 from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml, validate
 from thinfilm.data import Normalizer, Split, after_fracture, load_splits, stretch, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
+from thinfilm.metrics import texture
 from thinfilm.runtime import (
     Dist,
     agree,
@@ -499,24 +500,31 @@ def finish(s: Session, outcome: Outcome) -> None:
         print(f"train.max_minutes {cfg.train.max_minutes:g} reached: stopped at step {trainer.step_count} of "
               f"{cfg.train.steps}; to finish the schedule: bash run.sh train --resume {run.path}")
     print(f"done: {trainer.step_count} steps in {outcome.minutes:.1f} min; checkpoint {run.checkpoints / 'last.pt'}")
-    if cfg.data.synthetic:
-        report = evaluate_synthetic(trainer, s.test)
-        for k, v in report.items():
-            s.logger.writer.add_scalar(f"fidelity/{k}", v, trainer.step_count)
-        (run.path / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
-        print("condition fidelity on the synthetic test split (generated vs real frames, same conditions):")
-        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()))
+    report = final_check(trainer, s.test, cfg.data.synthetic)
+    for k, v in report.items():
+        s.logger.writer.add_scalar(f"fidelity/{k}", v, trainer.step_count)
+    (run.path / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
+    what = "condition fidelity and texture" if cfg.data.synthetic else "texture"
+    print(f"{what} on the test split (generated vs real frames, same conditions):")
+    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()))
     s.logger.writer.close()
     print(f"sample: python -m thinfilm.sample --ckpt {run.checkpoints / 'last.pt'} --conditions "
           f"{cfg.data.test_csv} --out {run.path / 'generated'}")
 
 
-def evaluate_synthetic(trainer: Trainer, test: Split) -> dict[str, float]:
-    """Sample every test condition once and measure what the frames show against the real frames."""
-    from thinfilm.synthetic import fidelity
+def final_check(trainer: Trainer, test: Split, synthetic: bool, most: int = 100) -> dict[str, float]:
+    """Sample test conditions once (all of the built-in data's, else `most` evenly spaced) and compare the
+    frames with the real ones: what they show (`synthetic.fidelity`, the built-in data only) and their
+    texture (`metrics.texture` in the strip between the marks, any data)."""
+    from thinfilm.synthetic import fidelity, flat_mask
 
-    generated = trainer.preview(test.conditions, seed=1)
-    return fidelity(to_uint8(generated), np.asarray(test.frames))
+    pick = np.arange(len(test.frames)) if synthetic else \
+        np.unique(np.linspace(0, len(test.frames) - 1, min(most, len(test.frames))).round().astype(int))
+    generated, real = to_uint8(trainer.preview(test.conditions[pick], seed=1)), np.asarray(test.frames[pick])
+    if synthetic:
+        return fidelity(generated, real)
+    report = texture(generated, real, flat_mask(real.shape[-1])).to_dict()
+    return {k: float(v) for k, v in report.items() if not k.startswith("n_")}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""The benchmark: every figure present at a tiny size on the CPU, and each lever leaves the outputs as they were."""
+import json
+
+import pytest
+import torch
+
+from thinfilm import bench
+from thinfilm.config import load_config
+from thinfilm.unet import UNet
+
+from conftest import TINY
+
+FIELDS = {"params_M", "fwd_gflop_per_image", "flop_convention", "train_batch", "first_step_s", "train_s_per_step",
+          "train_images_per_s", "train_tflops", "peak_tflops", "train_mfu", "train_peak_memory_gib",
+          "sample_ddim50_batch1_s", "sample_ddim50_batch16_s", "peak_memory_gib", "device", "torch", "precision"}
+
+
+def test_bench_reports_every_figure(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["--config", "experiments/default.toml", "--device", "cpu", "--repeats", "1", "--peak-tflops", "1.0",
+            "--json", str(out)]
+    for o in TINY + ["sample.steps=50"]:
+        args += ["--set", o]
+    bench.main(args)
+    report = json.loads(out.read_text())
+    assert FIELDS <= set(report) and report["train_batch"] == 4 and report["fwd_gflop_per_image"] > 0
+    assert report["train_mfu"] == pytest.approx(report["train_tflops"] / 1.0)
+    assert report["train_images_per_s"] == pytest.approx(4 / report["train_s_per_step"])
+    assert "train_s_per_step" in capsys.readouterr().out
+
+
+def net_and_input():
+    torch.manual_seed(0)
+    net = UNet.from_config(load_config("experiments/default.toml", TINY)).eval()
+    for p in net.parameters():                       # zero-initialised branches made non-zero
+        if p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.05)
+    return net, (torch.randn(3, 1, 16, 16), torch.tensor([1, 500, 999]), torch.randn(3, 8))
+
+
+def test_channels_last_gives_the_same_outputs():
+    net, inputs = net_and_input()
+    with torch.no_grad():
+        eager = net(*inputs)
+        net.to(memory_format=torch.channels_last)
+        assert torch.allclose(net(*inputs), eager, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_network_gives_the_same_outputs():
+    net, inputs = net_and_input()
+    with torch.no_grad():
+        eager = net(*inputs)
+        compiled = torch.compile(net)
+        assert torch.allclose(compiled(*inputs), eager, atol=1e-4)
