@@ -37,6 +37,19 @@ def run(cmd: list[str], log: Path, threads: int) -> None:
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)})
 
 
+def rescore(out: Path) -> None:
+    """Score every sample folder of an earlier comparison again with this version's measurements."""
+    rows = []
+    for folder in sorted((out / "samples").glob("*/manifest.csv")):
+        name = folder.parent.name                                  # <objective>-<world>-s<seed>-<sampler>-<set>
+        objective, world, seed, sampler, label = name.split("-")
+        csv = out / "data" / world / "test.csv" if label == "test" else out / "eval" / world / "all.csv"
+        rows.append({"run": f"{objective}-{world}-{seed}", "objective": objective, "world": world,
+                     "seed": int(seed[1:]), "sampler": sampler, "set": label, **score(folder.parent, csv)})
+        print(name, flush=True)
+    (out / "rescored.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def finished(ckpt: Path, steps: int) -> bool:
     """A checkpoint of a run that trained all its steps (a stopped run's last.pt is not)."""
     import torch
@@ -55,9 +68,13 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[], help="more training overrides for every run")
     p.add_argument("--tag", default="", help="suffix of run names (for --extra variants)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads per process (OMP_NUM_THREADS)")
+    p.add_argument("--rescore", action="store_true", help="only score every sample folder again (rescored.jsonl)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.rescore:
+        rescore(out)
+        return
     py = sys.executable
     for world in args.worlds:
         data = out / "data" / world

@@ -117,3 +117,22 @@ def test_gap_ceilings_are_what_an_ideal_sampler_scores():
     assert np.corrcoef(missing, commanded)[0, 1] < np.sqrt(ceiling) - 0.05
     assert S.gap_ceiling(np.full(10, 0.3)) != S.gap_ceiling(np.full(10, 0.3))        # nothing broken: NaN
     assert S.gap_ceiling(np.where(broken, 7.0, 0.0)) == pytest.approx(1.0)             # one width: r = 1 reachable
+
+
+def test_texture_changes_texture_and_nothing_the_conditions_drive(tmp_path):
+    """Series 1 rendered with and without the camera texture: same features to a tolerance, another grain."""
+    plain = S.simulate(1, 40, 0)
+    textured = plain._replace(texture=S.texture_field(S.TEXTURES["camera"], np.random.default_rng([0, 1, 2])))
+    frames = {}
+    for name, series in (("none", plain), ("camera", textured)):
+        loaded = []
+        for i in range(0, 40, 3):
+            Image.fromarray(S.render(series, i, np.random.default_rng(i))).save(tmp_path / "f.tif")
+            loaded.append(load_frame(tmp_path / "f.tif", S.ROI, 64))
+        frames[name] = np.stack(loaded)
+    diff = np.abs(S.measure(frames["camera"]) - S.measure(frames["none"]))
+    assert diff[:, :2].max() < 8 and diff[:, 2:4].max() < 1.5 and diff[:, 4].max() < 1      # px, levels, px
+    assert np.array_equal(S.broken_frames(S.measure(frames["camera"])[:, 3]), plain.broken[::3])
+    mask = S.flat_mask(64)
+    from thinfilm.metrics import grain
+    assert grain(frames["none"], mask).mean() < 1.0 < 3.0 < grain(frames["camera"], mask).mean() < 6.0

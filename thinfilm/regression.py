@@ -3,7 +3,8 @@ measurements back from a frame, the judge of generated frames where no simulator
 
 It trains on the training split through the same cached pipeline as the diffusion model, with MSE on
 z-scored targets (its own statistics of the training split, whatever `data.normalize` the diffusion
-model used, so one judge serves models trained either way), early stopping on a validation part held
+model used, so one judge serves models trained either way) of the columns a frame can show (the
+others read as the training mean), early stopping on a validation part held
 out by series (a fraction of frames where the split has fewer than 4 series), and no augmentation but
 the zoom that scales the pixel-distance columns with the frame (`data.stretch`). Its run folder holds
 config.toml, checkpoints/best.pt, tb/ and metrics.json: R² and MAE per column on the test split, in
@@ -134,8 +135,15 @@ class Fit:
         self.frames = train.frames
         val, self.val_how = validation_part(train, g.val_fraction)
         self.fit_idx, self.val_idx = np.flatnonzero(~val), np.flatnonzero(val)
+        # only the columns a frame can show are fitted and validated: the others (data.invisible, e.g. x8, an
+        # absolute stage offset per specimen) could only be learnt by recognising the specimen; their outputs
+        # stay at the training mean (zero weights, no gradient)
+        self.visible = torch.tensor([c not in cfg.data.invisible for c in cfg.data.columns], device=device)
         torch.manual_seed(cfg.train.seed)
         self.net = Regressor(len(cfg.data.columns), g.stem).to(device)
+        with torch.no_grad():
+            self.net.head.weight[~self.visible] = 0
+            self.net.head.bias[~self.visible] = 0
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=g.lr, weight_decay=g.weight_decay)
         steps = g.epochs * math.ceil(len(self.fit_idx) / g.batch_size)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, g.lr, total_steps=steps, pct_start=0.1)
@@ -158,7 +166,7 @@ class Fit:
                 s = 1 + g.zoom * (2 * torch.rand(len(idx), generator=self.gen) - 1)
                 x, y = stretch(x, y, s.to(self.device), self.zoom_idx, self.zoom_shift)
             with autocast(self.device, self.amp):
-                loss = (self.net(x).float() - y).pow(2).mean()
+                loss = (self.net(x).float() - y)[:, self.visible].pow(2).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -168,11 +176,12 @@ class Fit:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean squared error on the validation frames (z-scored targets)."""
+        """Mean squared error on the validation frames (z-scored targets of the visible columns)."""
         self.net.eval()
         loaded = Loaded(self.net, self.cfg, self.norm, 0)
         raw = read(loaded, np.asarray(self.frames[self.val_idx]), self.device, self.amp).values
-        return float((self.norm.encode(raw) - self.targets[self.val_idx]).pow(2).mean())
+        err = (self.norm.encode(raw) - self.targets[self.val_idx]).pow(2)
+        return float(err[:, self.visible.cpu()].mean())
 
     def state(self, epoch: int, val_loss: float) -> dict:
         return {"model": self.net.state_dict(), "config": self.cfg.to_dict(), "normalizer": self.norm.to_dict(),

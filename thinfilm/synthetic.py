@@ -275,7 +275,9 @@ def measure(frames: np.ndarray) -> np.ndarray:
     """What ROI frames show: [N, R, R] (float in [0, 1] or uint8) -> [N, len(FEATURES)].
 
     sep_a, sep_b: mark separations in original px; whitening, gap: mean brightness above / below
-    the bare strip in the gauge centre (8-bit levels); height: strip height in original px.
+    the bare strip across the gauge centre's columns (8-bit levels), each column averaged over the
+    strip's middle half first (crazes and the gap run across the whole strip; a zero-mean texture
+    mostly averages out instead of being rectified); height: strip height in original px.
     """
     frames = levels(frames)
     n, r, _ = frames.shape
@@ -289,9 +291,9 @@ def measure(frames: np.ndarray) -> np.ndarray:
             left = _centroid(p, int(0.10 * r), int(0.37 * r))
             right = _centroid(p, int(0.63 * r), int(0.90 * r))
             out[k, j] = (right - left) * px_x
-        centre = f[band(0.45, 0.55), cols]
-        out[k, 2] = np.maximum(centre - STRIP, 0).mean()
-        out[k, 3] = np.maximum(STRIP - centre, 0).mean()
+        across = f[band(0.25, 0.75), cols].mean(0)
+        out[k, 2] = np.maximum(across - STRIP, 0).mean()
+        out[k, 3] = np.maximum(STRIP - across, 0).mean()
         profile = f[:, cols].mean(1)
         mid = (BACKGROUND + STRIP) / 2
         out[k, 4] = (r - _crossing(profile[::-1], mid) - _crossing(profile, mid)) * px_y
