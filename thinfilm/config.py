@@ -118,8 +118,8 @@ class SampleConfig:
 class RegressionConfig:
     """The inverse model: a ResNet-18 that reads the measurements back from a frame."""
     stem: Literal["small", "pooled", "stock"] = "small"   # small: 3x3 stride 1, no max-pool (fine mark positions)
-    epochs: int = 30                     # at most; early stopping on the validation loss
-    patience: int = 6                    # epochs without a better validation loss before stopping
+    epochs: int = 40                     # at most; early stopping on the validation loss
+    patience: int = 8                    # epochs without a better validation loss before stopping
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
