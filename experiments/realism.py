@@ -24,6 +24,8 @@ OBJECTIVES = {                       # training overrides on top of experiments/
     "x0": [],
     "v": ['diffusion.prediction="v"'],
     "eps": ['diffusion.prediction="eps"'],
+    "vplain": ['diffusion.prediction="v"', 'diffusion.loss_weighting="none"', "diffusion.min_snr_floor=0"],
+    "x0hi": ["diffusion.min_snr_gamma=1000"],
 }
 SAMPLERS = {                         # sample CLI flags
     "ddim50": ["--steps", "50", "--spacing", "trailing"],

@@ -124,6 +124,7 @@ class RegressionConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     zoom: float = 0.0                    # stretch augmentation as train.zoom, scaling train.zoom_columns
+    mirror: bool = True                  # left-right mirroring: keeps every distance, so every value
     val_fraction: float = 0.1            # validation frames when the training split has < 4 series
     run_name: str = ""                   # "" = regressor-<experiment>-<date>-<time>
 

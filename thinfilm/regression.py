@@ -4,10 +4,10 @@ measurements back from a frame, the judge of generated frames where no simulator
 It trains on the training split through the same cached pipeline as the diffusion model, with MSE on
 z-scored targets (its own statistics of the training split, whatever `data.normalize` the diffusion
 model used, so one judge serves models trained either way) of the columns a frame can show (the
-others read as the training mean), early stopping on a validation part held
-out by series (a fraction of frames where the split has fewer than 4 series), and no augmentation but
-the zoom that scales the pixel-distance columns with the frame (`data.stretch`); frames after fracture
-are drawn `train.fracture_repeat` times per epoch, as for the diffusion model. Its run folder holds
+others read as the training mean), early stopping on a validation part held out by series (a fraction
+of frames where the split has fewer than 4 series), and no augmentation but
+the zoom that scales the pixel-distance columns with the frame (`data.stretch`) and left-right mirroring
+(which keeps every distance). Its run folder holds
 config.toml, checkpoints/best.pt, tb/ and metrics.json: R² and MAE per column on the test split, in
 raw units (contract: docs/design.md).
 """
@@ -27,17 +27,7 @@ from torch import Tensor, nn
 
 from thinfilm import UserError, checkpoint, cli
 from thinfilm.config import Config, add_config_args, load_config, to_toml, validate
-from thinfilm.data import (
-    Normalizer,
-    Split,
-    after_fracture,
-    load_splits,
-    read_images,
-    series_of,
-    split_series,
-    stretch,
-    to_network,
-)
+from thinfilm.data import Normalizer, Split, load_splits, read_images, series_of, split_series, stretch, to_network
 from thinfilm.metrics import mae, r2
 from thinfilm.runtime import autocast, autocast_dtype, pick_device
 
@@ -146,10 +136,6 @@ class Fit:
         self.frames = train.frames
         val, self.val_how = validation_part(train, g.val_fraction)
         self.fit_idx, self.val_idx = np.flatnonzero(~val), np.flatnonzero(val)
-        # the few frames after fracture drawn train.fracture_repeat times per epoch, as the diffusion model's
-        t = cfg.train
-        broken = after_fracture(train.table, t.fracture_load) & ~val if t.fracture_repeat > 1 else np.zeros(0, bool)
-        self.pool = np.concatenate([self.fit_idx, np.repeat(np.flatnonzero(broken), t.fracture_repeat - 1)])
         # only the columns a frame can show are fitted and validated: the others (data.invisible, e.g. x8, an
         # absolute stage offset per specimen) could only be learnt by recognising the specimen; their outputs
         # stay at the training mean (zero weights, no gradient)
@@ -160,7 +146,7 @@ class Fit:
             self.net.head.weight[~self.visible] = 0
             self.net.head.bias[~self.visible] = 0
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=g.lr, weight_decay=g.weight_decay)
-        per_epoch = math.ceil(len(self.pool) / g.batch_size)
+        per_epoch = math.ceil(len(self.fit_idx) / g.batch_size)
         total = g.epochs * per_epoch                          # one epoch of linear warm-up, then cosine to 0
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min((s + 1) / per_epoch, 0.5 * (
             1 + math.cos(math.pi * min(1.0, s / total)))))
@@ -174,7 +160,7 @@ class Fit:
         """One pass over the fitting frames in a fresh order; returns the mean training loss."""
         g, total, count = self.cfg.regression, 0.0, 0
         self.net.train()
-        order = self.pool[torch.randperm(len(self.pool), generator=self.gen).numpy()]
+        order = self.fit_idx[torch.randperm(len(self.fit_idx), generator=self.gen).numpy()]
         for lo in range(0, len(order), g.batch_size):
             idx = np.sort(order[lo:lo + g.batch_size])
             x = to_network(np.asarray(self.frames[idx])).to(self.device)
@@ -182,6 +168,9 @@ class Fit:
             if g.zoom > 0:
                 s = 1 + g.zoom * (2 * torch.rand(len(idx), generator=self.gen) - 1)
                 x, y = stretch(x, y, s.to(self.device), self.zoom_idx, self.zoom_shift)
+            if g.mirror:                               # left-right: every distance, hence every value, is kept
+                flip = (torch.rand(len(idx), generator=self.gen) < 0.5).to(self.device)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             with autocast(self.device, self.amp):
                 loss = (self.net(x).float() - y)[:, self.visible].pow(2).mean()
             self.opt.zero_grad(set_to_none=True)
@@ -224,8 +213,7 @@ def train_regressor(cfg: Config, quiet: bool = False) -> Path:
     run.path.mkdir(parents=True)
     (run.path / "config.toml").write_text(to_toml(cfg))
     writer = SummaryWriter(str(run.tb))
-    print(f"regressor {run.path}: ResNet-18 ({g.stem} stem), {len(fit.fit_idx)} frames to fit "
-          f"({len(fit.pool) - len(fit.fit_idx)} more draws after fracture), "
+    print(f"regressor {run.path}: ResNet-18 ({g.stem} stem), {len(fit.fit_idx)} frames to fit, "
           f"{len(fit.val_idx)} to validate ({fit.val_how}), up to {g.epochs} epochs")
     best, best_epoch, since = math.inf, 0, 0
     bar = tqdm(range(1, g.epochs + 1), desc="regressor", unit="epoch", disable=quiet, dynamic_ncols=True)
