@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # thinfilm's front door: sets up its environment on first use, then dispatches.
-#   bash run.sh setup | train [--gpus N] [ARGS] | sample ARGS | regress ARGS | evaluate [ARGS] | data ARGS
-#               | tensorboard [DIR] | test [PYTEST ARGS] (lint, then the suite) | python ARGS
+#   bash run.sh setup | train [--gpus N] [ARGS] | sample ARGS | regress ARGS | evaluate [ARGS] | bench [ARGS]
+#               | data ARGS | tensorboard [DIR] | test [PYTEST ARGS] (lint, then the suite) | python ARGS
 # THINFILM_PYTHON=/path/to/python uses an interpreter that already has torch instead of .venv.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,10 +50,11 @@ case "$cmd" in
   sample) setup; exec "$PY" -m thinfilm.sample "$@" ;;
   regress) setup; exec "$PY" -m thinfilm.regression train "$@" ;;
   evaluate) setup; exec "$PY" -m thinfilm.evaluate "$@" ;;
+  bench) setup; exec "$PY" -m thinfilm.bench "$@" ;;
   data) setup; exec "$PY" -m thinfilm.data "$@" ;;
   tensorboard) setup; exec "$PY" -m tensorboard.main --logdir "${1:-runs}" --bind_all ;;
   test) setup; lint; exec "$PY" -m pytest "$@" ;;
   python) setup; exec "$PY" "$@" ;;
-  *) echo "usage: bash run.sh setup|train [--gpus N]|sample|regress|evaluate|data|tensorboard|test|python ARGS" >&2
+  *) echo "usage: bash run.sh setup|train [--gpus N]|sample|regress|evaluate|bench|data|tensorboard|test|python ARGS" >&2
      exit 2 ;;
 esac

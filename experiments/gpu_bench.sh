@@ -20,5 +20,7 @@ for cfg in pmma_256 pmma_512; do
   run "${cfg}_bf16_compile" 150 --config "experiments/$cfg.toml" --precision bf16 --compile
   run "${cfg}_fp32" 90 --config "experiments/$cfg.toml" --precision fp32
 done
+run pmma_256_bf16_syncfree 90 --config experiments/pmma_256.toml --precision bf16 --set train.sync_free=true
 run default_bf16 60 --config experiments/default.toml --precision bf16
+run default_bf16_syncfree 60 --config experiments/default.toml --precision bf16 --set train.sync_free=true
 echo "total: $(( $(date +%s) - start )) s"

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from thinfilm import cli, evaluate, metrics, regression, sample
+from thinfilm.data import read_images
 from thinfilm.synthetic import flat_mask
 
 from conftest import COLS, set_args, tiny_overrides
@@ -142,9 +143,28 @@ def test_report_has_every_part(regressor, drawn, synth_dir, tmp_path):
     assert set(report["sensitivity"]) == {"x3", "x5"}
     assert "x8" not in report["sensitivity"]["x3"]["off_diagonal"]
     assert "corr_sep_a" in report["simulator"]                                   # the built-in data
+    assert set(report["simulator"]["ratio"]) == set(report["simulator"]["agreement"]) == {"x3", "x4", "x5", "x6"}
     page = (out / "report.md").read_text()
     assert "KID" in page and "Sensitivity" in page and "*x8 (not visible)*" in page
     assert Image.open(out / "scatter.png").size[0] > 600
+
+
+def test_simulator_check_reads_real_frames_exactly_as_themselves(regressor, synth_dir):
+    """The exact reading's consistency ratio: 1 for the real frames in place of generated ones, above 1
+    for real frames of the wrong conditions (the test series shifted by half its length)."""
+    loaded = regression.load(str(regressor), torch.device("cpu"))
+    d = loaded.config.data
+    images = read_images(synth_dir / "test.csv", COLS, d.roi, d.resolution, need_values=True)
+    real = evaluate.judge(loaded, images, torch.device("cpu"), None)
+    n = len(images.names)
+    same = evaluate.simulator_check(real, real, np.arange(n), COLS)
+    for c in ("x3", "x4", "x5", "x6"):
+        assert same["ratio"][c]["ratio"] == pytest.approx(1.0) == same["ratio"][c]["ratio_high"]
+        assert -1 <= same["agreement"][c] <= 1
+    shifted = images._replace(frames=np.roll(images.frames, n // 2, axis=0))
+    moved = evaluate.simulator_check(evaluate.Judged(shifted, real.asked, real.read, real.features), real,
+                                     np.arange(n), COLS)
+    assert all(moved["ratio"][c]["ratio"] > 1.2 for c in ("x3", "x4", "x5", "x6"))     # 1.45, 1.25 here
 
 
 def test_bad_inputs_are_one_line_errors_and_leave_no_report(regressor, drawn, tiny_ckpt, synth_dir, tmp_path,

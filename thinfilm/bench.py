@@ -8,7 +8,8 @@ model TFLOP/s (3 x forward FLOPs per image: forward + backward) and MFU against 
 the card's dense bf16 / fp32 datasheet value where known); sampling latency of the config's sampler at
 batch 1 and 16; peak memory (CUDA: allocated by torch; CPU: the process's peak resident set). Every
 timing is the median of --repeats after warm-up, synchronised. Levers: --compile (torch.compile of the
-network, compile time reported), --channels-last. This is the one place the README's speed figures
+network, compile time reported), --channels-last, --set train.sync_free=true (a training step without a
+host-device sync, fused AdamW). This is the one place the README's speed figures
 come from.
 """
 from __future__ import annotations
@@ -91,7 +92,8 @@ def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = F
     out: dict[str, Any] = {
         "config": cfg.name, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "precision": precision, "resolution": r, "compile": compile,
-        "channels_last": channels_last, "params_M": sum(p.numel() for p in trainer.net.parameters()) / 1e6,
+        "channels_last": channels_last, "sync_free": cfg.train.sync_free,
+        "params_M": sum(p.numel() for p in trainer.net.parameters()) / 1e6,
         "fwd_gflop_per_image": gflop, "flop_convention": "multiply-add = 2 FLOPs",
         "train_batch": trainer.global_batch}
     if device.type == "cuda":

@@ -96,6 +96,8 @@ class TrainConfig:
     max_bad_steps: int = 20
     max_minutes: float = 0.0             # stop (save, evaluate) this long after the command started; 0 = never
     compile: bool = False
+    sync_free: bool = False              # no host-device sync in a step: fused AdamW skips a non-finite step on
+                                         # the device; max_bad_steps is checked at log steps (docs/design.md)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out_dir: str = "runs"
     run_name: str = ""                   # "" = <experiment>-<date>-<time>
@@ -307,6 +309,8 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
          "train.checkpoint_every, sample_every, log_every, keep_checkpoints and sample_count: give 1 or more"),
         (t.max_bad_steps >= 0, f"train.max_bad_steps = {t.max_bad_steps}: give 0 or more"),
         (t.max_minutes >= 0, f"train.max_minutes = {t.max_minutes}: give minutes, or 0 for no limit"),
+        (not (t.sync_free and t.precision == "fp16"), "train.sync_free with train.precision = \"fp16\": the loss "
+         "scaler decides on the host; use bf16 (or sync_free = false)"),
         (s.steps >= 1, f"sample.steps = {s.steps}: give 1 or more, e.g. 50"),
         (s.eta >= 0, f"sample.eta = {s.eta}: give 0 (deterministic DDIM) or more"),
         (s.guidance >= 0, f"sample.guidance = {s.guidance}: give 1 (off) or more"),

@@ -140,6 +140,32 @@ def sensitivity(sweeps: list[Judged], real: Judged, scale: np.ndarray, columns: 
     return out
 
 
+def simulator_check(gen: Judged, real: Judged, cond: np.ndarray, columns: list[str]) -> dict[str, Any]:
+    """The built-in data only: the simulator's exact reading of the same frames beside the regressor's.
+    Its rendered mark separations are x5 and x6, and the strains x3 = x5 / d0A - 1, x4 = x6 / d0B - 1 with
+    each frame's d0 known from its asked values, so the consistency ratio of these four columns can be
+    computed without the regressor (`ratio`), and the regressor's reading of generated frames compared
+    with the exact one (`agreement`: Pearson r). Also `synthetic.fidelity` (r against the real frame)."""
+    from thinfilm.synthetic import fidelity, measure
+
+    out: dict[str, Any] = {**fidelity(gen.images.frames, real.images.frames[cond]), "ratio": {}, "agreement": {}}
+    seps = measure(gen.images.frames)[:, :2], measure(real.images.frames)[:, :2]
+    for k, (strain, dist) in enumerate((("x3", "x5"), ("x4", "x6"))):
+        if strain not in columns or dist not in columns:
+            continue
+        i, j = columns.index(strain), columns.index(dist)
+        exact = []
+        for judged, sep in zip((gen, real), seps):
+            d0 = judged.asked[:, j] / (1 + judged.asked[:, i])
+            exact.append({strain: sep[:, k] / d0 - 1, dist: sep[:, k]})
+        for c, col in ((strain, i), (dist, j)):
+            interval = ratio_interval(np.abs(exact[0][c] - gen.asked[:, col]), cond,
+                                      np.abs(exact[1][c] - real.asked[:, col]))
+            out["ratio"][c] = {"ratio": interval.value, "ratio_low": interval.low, "ratio_high": interval.high}
+            out["agreement"][c] = float(np.corrcoef(gen.read[:, col], exact[0][c])[0, 1])
+    return out
+
+
 # ------------------------------------------------------------------------------------- report
 def evaluate(regressor: str, generated: str, real_csv: str, root: str = "", sweeps: tuple[str, ...] = (),
              device_name: str = "auto") -> dict[str, Any]:
@@ -179,8 +205,7 @@ def evaluate(regressor: str, generated: str, real_csv: str, root: str = "", swee
         judged = [judge(loaded, read_images(s, columns, d.roi, d.resolution), device, amp) for s in sweeps]
         report["sensitivity"] = sensitivity(judged, real, scale, columns, d.invisible)
     if (Path(real_csv).parent / "synthetic.json").is_file():      # the built-in data: the simulator can measure
-        from thinfilm.synthetic import fidelity
-        report["simulator"] = fidelity(gen.images.frames, real.images.frames[cond])
+        report["simulator"] = simulator_check(gen, real, cond, columns)
     report["_plot"] = {"columns": columns, "gen_asked": gen.asked, "gen_read": gen.read,
                        "real_asked": real.asked, "real_read": real.read, "sweeps": sweeps}
     return report
@@ -241,9 +266,16 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{s['slope_ratio']:.2f} | {others} |")
     if "simulator" in report:
         f = report["simulator"]
-        lines += ["", "**The simulator's measurement of the same frames** (`synthetic.fidelity`, Pearson r against "
-                  "the real frame): " + ", ".join(f"{k.removeprefix('corr_')} {v:.3f}" for k, v in f.items()
-                                                  if k.startswith("corr_"))]
+        lines += ["", "**The simulator's measurement of the same frames** (built-in data only: the exact reading "
+                  "the regressor stands in for). Consistency ratio by the exact reading of the marks, against "
+                  "the regressor's; r between the two readings of the generated frames:", "",
+                  "| column | ratio, exact reading | ratio, regressor | r, regressor vs exact |", "|---|---|---|---|"]
+        for c, e in f["ratio"].items():
+            g = report["columns"][c]
+            lines.append(f"| {c} | {e['ratio']:.2f} ({e['ratio_low']:.2f}-{e['ratio_high']:.2f}) | "
+                         f"{g['ratio']:.2f} ({g['ratio_low']:.2f}-{g['ratio_high']:.2f}) | {f['agreement'][c]:.3f} |")
+        lines += ["", "`synthetic.fidelity`, Pearson r against the real frame: " + ", ".join(
+            f"{k.removeprefix('corr_')} {v:.3f}" for k, v in f.items() if k.startswith("corr_"))]
     lines += ["", "![predicted against asked](scatter.png)", ""]
     return "\n".join(lines)
 

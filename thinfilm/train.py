@@ -64,10 +64,15 @@ class EMA:
         return min(self.max_decay, max(0.0, 1 - (1 + step / self.inv_gamma) ** -self.power))
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> float:
-        """Move the average towards `model` (one fused lerp over all parameters); copy buffers."""
+    def update(self, model: nn.Module, step: int, take: Tensor | None = None) -> float:
+        """Move the average towards `model` (one fused lerp over all parameters); copy buffers. `take`: a
+        0-dim bool tensor, False = keep the average (a step skipped on the device, without a sync)."""
         d = self.decay(step)
-        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
+        mine, theirs = list(self.model.parameters()), list(model.parameters())
+        if take is None:
+            torch._foreach_lerp_(mine, theirs, 1 - d)
+        else:
+            torch._foreach_lerp_(mine, theirs, [take.float() * (1 - d)] * len(mine))
         for mine, theirs in zip(self.model.buffers(), model.buffers()):
             mine.copy_(theirs)
         return d
@@ -158,7 +163,7 @@ class Trainer:
             self.net.compile()                  # in place: state-dict keys keep their names
         self.diffusion = GaussianDiffusion.from_config(cfg)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=tuple(t.betas),
-                                     weight_decay=t.weight_decay)
+                                     weight_decay=t.weight_decay, fused=t.sync_free or None)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self.amp_dtype = autocast_dtype(t.precision, device)
         self.precision = precision_name(self.amp_dtype)
@@ -172,7 +177,12 @@ class Trainer:
         self.zoom_idx = torch.tensor(zoomed, dtype=torch.long, device=device)
         self.zoom_shift = torch.tensor([normalizer.shift[i] / normalizer.scale[i] for i in zoomed], device=device)
         self.gen = torch.Generator(device).manual_seed(t.seed + 1)
-        self.step_count, self.bad_in_row, self.bad_total = 0, 0, 0
+        self.step_count = 0
+        self.bad_in_row, self.bad_total = self._counter(0), self._counter(0)   # read with int()
+
+    def _counter(self, value: int) -> int | Tensor:
+        """A step counter: on the device when train.sync_free (counted without a sync), else a Python int."""
+        return torch.tensor(value, device=self.device) if self.cfg.train.sync_free else value
 
     @property
     def global_batch(self) -> int:
@@ -197,6 +207,8 @@ class Trainer:
         idx = self.pool[self.order.take(self.global_batch)]
         noise, t, fields, whole, zoom = self._draws(self.global_batch)
         frames = torch.from_numpy(np.asarray(self.train.frames[idx.numpy()]))
+        if self.device.type == "cuda":
+            frames = frames.pin_memory()                # so the copy below does not wait for the host
         cond = self.train.conditions[idx].to(self.device, non_blocking=True)
         x0 = to_network(frames.to(self.device, non_blocking=True))
         if zoom is not None:
@@ -224,20 +236,29 @@ class Trainer:
         if self.ddp.world > 1:
             dist.all_reduce(losses)             # every rank filled its own slices; the sum fills all
 
-        grad_norm, finite, decay = self._update(losses)
-        return {"loss": losses, "t": t, "grad_norm": grad_norm, "decay": decay, "finite": finite,
-                "data_time": data_time, "time": time.perf_counter() - start}
+        grad_norm, decay = self._update(losses)
+        return {"loss": losses, "t": t, "grad_norm": grad_norm, "decay": decay, "data_time": data_time,
+                "time": time.perf_counter() - start, "end": time.perf_counter()}
 
-    def _update(self, losses: Tensor) -> tuple[Tensor, bool, float]:
-        """Clip, then one optimiser and EMA update, skipped when the loss or a gradient is not finite."""
+    def _update(self, losses: Tensor) -> tuple[Tensor, float]:
+        """Clip, then one optimiser and EMA update, skipped when the loss or a gradient is not finite.
+        With train.sync_free the skip is decided on the device (fused AdamW's found_inf, a masked EMA) and
+        the limit on bad steps in a row is checked at log steps only; otherwise on the host every step."""
+        t = self.cfg.train
         self.scaler.unscale_(self.opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
-        finite = bool(torch.isfinite(losses).all() and torch.isfinite(grad_norm))
-        decay = float("nan")
-        if finite:
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
+        finite = torch.isfinite(losses).all() & torch.isfinite(grad_norm)
+        decay = self.ema.decay(self.step_count)
+        if t.sync_free:
+            self.opt.found_inf = (~finite).float()     # 1: the fused step leaves weights and moments as they were
+            self.opt.step()
+            self.ema.update(self.net, self.step_count, take=finite)
+            self.bad_in_row = torch.where(finite, 0, self.bad_in_row + 1)
+            self.bad_total = self.bad_total + (~finite).long()
+        elif bool(finite):
             self.scaler.step(self.opt)
             self.scaler.update()
-            decay = self.ema.update(self.net, self.step_count)
+            self.ema.update(self.net, self.step_count)
             self.bad_in_row = 0
         else:
             self.scaler.update()
@@ -246,11 +267,11 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.sched.step()
         self.step_count += 1
-        if self.bad_in_row > self.cfg.train.max_bad_steps:
-            raise TrainingError(f"{self.bad_in_row} non-finite steps in a row at step {self.step_count}: "
+        if (not t.sync_free or self.step_count % t.log_every == 0) and int(self.bad_in_row) > t.max_bad_steps:
+            raise TrainingError(f"{int(self.bad_in_row)} non-finite steps in a row at step {self.step_count}: "
                                 "training diverged; lower train.lr or use train.precision=fp32/bf16 "
                                 "(the last good checkpoint is untouched)")
-        return grad_norm.detach(), finite, decay
+        return grad_norm.detach(), decay
 
     # -------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -260,7 +281,7 @@ class Trainer:
         return {"model": self.net.state_dict(), "ema": self.ema.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "scaler": self.scaler.state_dict(), "step": self.step_count, "data_order": self.order.state_dict(),
-                "rng": rng, "bad_steps": self.bad_total, "config": self.cfg.to_dict(),
+                "rng": rng, "bad_steps": int(self.bad_total), "config": self.cfg.to_dict(),
                 "normalizer": self.normalizer.to_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -270,7 +291,7 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.order.load_state_dict(state["data_order"])
-        self.step_count, self.bad_total = int(state["step"]), int(state.get("bad_steps", 0))
+        self.step_count, self.bad_total = int(state["step"]), self._counter(int(state.get("bad_steps", 0)))
         torch.set_rng_state(state["rng"]["torch"])
         self.gen.set_state(state["rng"]["gen"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
@@ -312,36 +333,42 @@ class Logger:
         self._reset()
 
     def _reset(self) -> None:
-        self.loss_sum, self.count = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+        self.loss_sum = self.count = self.grad_norm = None      # on the device until a log step reads them
         self.images = self.time = self.data_time = 0.0
-        self.grad_norm, self.steps, self.decay = 0.0, 0, float("nan")
+        self.steps, self.decay = 0, float("nan")
 
-    def record(self, stats: dict[str, Any], lr: float, step: int, bad_total: int) -> tuple[float, float] | None:
-        """Accumulate one step; on a log step write the means and return (loss, images/s)."""
-        q = (stats["t"] * 4 // self.timesteps).clamp(max=3).cpu()
-        loss = stats["loss"].double().cpu()
+    def record(self, stats: dict[str, Any], lr: float, step: int,
+               bad_total: int | Tensor) -> tuple[float, float] | None:
+        """Accumulate one step (on the device: no sync); on a log step write the means and return (loss,
+        images/s)."""
+        q = (stats["t"] * 4 // self.timesteps).clamp(max=3)
+        loss = stats["loss"].double()
+        if self.loss_sum is None:
+            self.loss_sum, self.count = loss.new_zeros(4), loss.new_zeros(4)
+            self.grad_norm = loss.new_zeros(())
         self.loss_sum.index_add_(0, q, loss)
         self.count.index_add_(0, q, torch.ones_like(loss))
+        self.grad_norm += stats["grad_norm"].double()
         self.images += len(loss)
         self.time += stats["time"]
         self.data_time += stats["data_time"]
-        self.grad_norm += float(stats["grad_norm"])
         self.steps += 1
-        self.decay = stats["decay"] if stats["finite"] else self.decay
+        self.decay = stats["decay"]
         if step % self.every and step != 1:
             return None
         mean = float(self.loss_sum.sum() / self.count.sum().clamp(min=1))
+        self.time += time.perf_counter() - stats["end"]            # the device's work still queued at the step's end
         w = self.writer
         w.add_scalar("train/loss", mean, step)
         for i in range(4):
             if self.count[i] > 0:
                 w.add_scalar(f"train/loss_t_quartile_{i}", float(self.loss_sum[i] / self.count[i]), step)
         w.add_scalar("train/lr", lr, step)
-        w.add_scalar("train/grad_norm", self.grad_norm / self.steps, step)
+        w.add_scalar("train/grad_norm", float(self.grad_norm) / self.steps, step)
         w.add_scalar("train/ema_decay", self.decay, step)
         w.add_scalar("train/images_per_s", self.images / max(self.time, 1e-9), step)
         w.add_scalar("train/data_wait_fraction", self.data_time / max(self.time, 1e-9), step)
-        w.add_scalar("train/bad_steps", bad_total, step)
+        w.add_scalar("train/bad_steps", int(bad_total), step)
         rate = self.images / max(self.time, 1e-9)
         self._reset()
         return mean, rate
