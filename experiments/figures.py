@@ -1,6 +1,7 @@
 """The README's pictures from a diffusion run on the built-in data: docs/default_samples.png (generated
 frames above the real test frames with the same measurements), docs/sweep.png (strain A swept with fixed
-noise) and docs/img2img.png (a real test frame and four image-to-image draws).
+noise, load and stress of a peak-load frame given, the rest unknown) and docs/img2img.png (a real test
+frame and four image-to-image draws), all from seed 0.
 
     python experiments/figures.py --run runs/RUN --out docs/
 """
@@ -50,7 +51,8 @@ def main() -> None:
         real = read_images(chosen, cfg.columns, cfg.roi, cfg.resolution, root).frames
         grid([generated, real], out / "default_samples.png")
 
-        base = f"{cfg.test_csv}:{picks[1] + 1}"          # the first specimen's peak-load row
+        peak = test.iloc[picks[1]]                       # the first specimen's peak load; the rest unknown
+        base = f"x1={peak['x1']:.9g},x2={peak['x2']:.9g}"
         sample.main(["--ckpt", args.run, "--sweep", "x3=0:0.12:9", "--base", base, "--out", f"{tmp}/sweep",
                      "--seed", str(args.seed), "--quiet"])
         grid([read_images(f"{tmp}/sweep/manifest.csv", cfg.columns, cfg.roi, cfg.resolution).frames],
