@@ -38,7 +38,7 @@ def test_relations_between_columns():
         assert np.allclose(x7[1:], -x4[:-1] / x3[:-1])                      # lagged strain ratio
         assert np.all(np.diff(x8) >= 0) and x8[-1] - x8[0] > 0.3
         peak = x2.max()
-        assert 40 < peak < 42 and 0.02 < x3[np.argmax(x2)] < 0.035          # DOMAIN.md's peak
+        assert 40 < peak < 42 and 0.02 < x3[np.argmax(x2)] < 0.035          # the real tests' peak
         broken = s.broken
         assert np.abs(x2[broken]).max() < 1.5 and 0.08 <= x3[~broken].max() <= 0.125 + 1e-9
         assert 30 < (x5[broken][0] - x5[~broken][-1]) < 45                  # recoil at fracture

@@ -1,6 +1,6 @@
 """The configuration: a typed dataclass tree, read from TOML with dotted overrides.
 
-Defaults are the researcher's design (SEED.md); an experiment file holds only what differs.
+Defaults are the researcher's original design; an experiment file holds only what differs.
 `load_config(path, overrides)` is the contract every command uses; `--set section.key=value`
 values are parsed as TOML (`data.roi=[678,0,767,2452]`), falling back to a bare string
 (`data.root=/mnt/films`). Unknown sections or keys and wrong types raise `ConfigError`.

@@ -377,7 +377,7 @@ def series_of(path: str) -> str:
 
 def after_fracture(table: Table, load: str, drop: float = 0.1) -> np.ndarray:
     """Which frames show a broken specimen: [N] bool. Per series, in CSV order, the frames after the
-    one with the highest `load` whose load is under `drop` times that peak (DOMAIN.md: the load falls
+    one with the highest `load` whose load is under `drop` times that peak (in the real tests the load falls
     to ~0 within 1-2 frames of fracture). A NaN load counts as unbroken."""
     j = table.columns.index(load)
     series = np.array([series_of(p) for p in table.paths])

@@ -11,9 +11,10 @@ real frames in the regressor's penultimate features beside its noise floor, a Fr
 secondary figure, texture (grain and power per octave band in the strip between the marks), and, for
 each sweep given, the slope of the read-back value on the commanded one against the slope the same
 regressor gets on real frames, with the responses of the other columns beside how they move with the
-swept column in real data. Columns in `data.invisible`
-(x7, x8: DOMAIN.md) are reported but kept out of every headline. On the built-in synthetic data the
-simulator's own measurement (`synthetic.fidelity`) is reported beside it. Writes OUT/report.json,
+swept column in real data. Columns in `data.invisible` (x7, x8: see the table in thinfilm/synthetic.py)
+are reported but kept out of every headline. On the built-in data the simulator measures the same frames exactly
+(`simulator_check`: the ratio of x3-x6 by the exact reading of the marks beside the regressor's, and
+`synthetic.fidelity`), so the judge itself is checked. Writes OUT/report.json,
 OUT/report.md and PNG plots; OUT is written only once everything is computed.
 
 The chain (`bash run.sh evaluate`): the latest diffusion run under train.out_dir (or --run), a

@@ -1,7 +1,7 @@
 """The built-in tensile-test simulator, its frame renderer, and the measurement of what a frame shows.
 
-Each series is one PMMA film specimen pulled to fracture (calibrated on DOMAIN.md): an idle period,
-a near-linear rise to a stress peak of ~41 MPa at strain ~0.027, softening towards ~36 MPa with the
+Each series is one PMMA film specimen pulled to fracture (calibrated on the researcher's real tests):
+an idle period, a near-linear rise to a stress peak of ~41 MPa at strain ~0.027, softening towards ~36 MPa with the
 strain rate doubled after the peak, fracture at strain 0.08..0.125 with a 35..42 px recoil of both
 gauge distances, and a few frames after it. Measurements follow the researcher's relations:
 x2 = 2000 * x1 (stress = load / 5e-4 mm^2), x3 = (x5 - d0A) / d0A, x4 = (x6 - d0B) / d0B,
