@@ -144,9 +144,23 @@ def test_report_has_every_part(regressor, drawn, synth_dir, tmp_path):
     assert "x8" not in report["sensitivity"]["x3"]["off_diagonal"]
     assert "corr_sep_a" in report["simulator"]                                   # the built-in data
     assert set(report["simulator"]["ratio"]) == set(report["simulator"]["agreement"]) == {"x3", "x4", "x5", "x6"}
+    assert len(report["targets"]) == 6 + 6 + 2 + 1 and "**Targets**" in (out / "report.md").read_text()
     page = (out / "report.md").read_text()
     assert "KID" in page and "Sensitivity" in page and "*x8 (not visible)*" in page
     assert Image.open(out / "scatter.png").size[0] > 600
+
+
+def test_targets_say_what_is_missed_and_by_how_much():
+    col = lambda r2, ratio, visible=True: {"visible": visible, "real": {"r2": r2}, "ratio": ratio}  # noqa: E731
+    report = {"columns": {"x3": col(0.99, 1.3), "x5": col(0.94, 1.1), "x8": col(-4.0, 9.0, visible=False)},
+              "sensitivity": {"x3": {"slope_ratio": 0.95}, "x5": {"slope_ratio": 0.62}},
+              "kid": {"kid": 0.02, "floor": 0.25}}
+    rows = {t["target"].split(" ")[0] + t["target"].split(" ")[1]: t for t in evaluate.targets(report)}
+    assert len(rows) == 7 and not any("x8" in k for k in rows)                     # invisible: no target
+    assert rows["x3:consistency"]["missed_by"] == pytest.approx(0.1) and not rows["x3:consistency"]["met"]
+    assert rows["x5:R²"]["missed_by"] == pytest.approx(0.01) and rows["x5:consistency"]["met"]
+    assert rows["x3:|sweep"]["met"] and rows["x5:|sweep"]["missed_by"] == pytest.approx(0.28)
+    assert rows["KID/"]["met"]
 
 
 def test_simulator_check_reads_real_frames_exactly_as_themselves(regressor, synth_dir):

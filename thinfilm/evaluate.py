@@ -141,6 +141,34 @@ def sensitivity(sweeps: list[Judged], real: Judged, scale: np.ndarray, columns: 
     return out
 
 
+# the project's targets for a model, checked in every report (what is missed, and by how much)
+TARGET_R2_REAL = 0.95        # the judge: R² on real held-out frames, every visible column
+TARGET_RATIO = 1.2           # consistency ratio, every visible column (1.0 = as readable as a real frame)
+TARGET_SLOPE = 0.10          # sweep slope within 10 % of the real-frame slope
+TARGET_KID = 3.0             # KID within 3x its real-vs-real noise floor
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its value, whether it is met and, if not, by how much it is missed."""
+    rows = []
+
+    def check(name: str, value: float, goal: float, above: bool = False) -> None:
+        miss = goal - value if above else value - goal
+        rows.append({"target": name, "value": value, "goal": goal, "met": bool(miss <= 0), "missed_by": max(miss, 0.0)})
+    for c, v in report["columns"].items():
+        if v["visible"]:
+            check(f"{c}: R² of the regressor on real frames >= {TARGET_R2_REAL}", v["real"]["r2"], TARGET_R2_REAL,
+                  above=True)
+    for c, v in report["columns"].items():
+        if v["visible"]:
+            check(f"{c}: consistency ratio <= {TARGET_RATIO}", v["ratio"], TARGET_RATIO)
+    for c, v in report.get("sensitivity", {}).items():
+        check(f"{c}: |sweep slope / real slope - 1| <= {TARGET_SLOPE}", abs(v["slope_ratio"] - 1), TARGET_SLOPE)
+    k = report["kid"]
+    check(f"KID / noise floor <= {TARGET_KID}", k["kid"] / k["floor"], TARGET_KID)
+    return rows
+
+
 def simulator_check(gen: Judged, real: Judged, cond: np.ndarray, columns: list[str]) -> dict[str, Any]:
     """The built-in data only: the simulator's exact reading of the same frames beside the regressor's.
     Its rendered mark separations are x5 and x6, and the strains x3 = x5 / d0A - 1, x4 = x6 / d0B - 1 with
@@ -207,6 +235,7 @@ def evaluate(regressor: str, generated: str, real_csv: str, root: str = "", swee
         report["sensitivity"] = sensitivity(judged, real, scale, columns, d.invisible)
     if (Path(real_csv).parent / "synthetic.json").is_file():      # the built-in data: the simulator can measure
         report["simulator"] = simulator_check(gen, real, cond, columns)
+    report["targets"] = targets(report)
     report["_plot"] = {"columns": columns, "gen_asked": gen.asked, "gen_read": gen.read,
                        "real_asked": real.asked, "real_read": real.read, "sweeps": sweeps}
     return report
@@ -242,6 +271,9 @@ def markdown(report: dict[str, Any]) -> str:
         name = c if v["visible"] else f"*{c} (not visible)*"
         lines.append(f"| {name} | {v['real']['r2']:.3f} | {v['generated']['r2']:.3f} | {v['real']['mae']:.4g} | "
                      f"{v['generated']['mae']:.4g} | {v['ratio']:.2f} ({v['ratio_low']:.2f}-{v['ratio_high']:.2f}) |")
+    missed = [t for t in report["targets"] if not t["met"]]
+    lines += ["", f"**Targets**: {len(report['targets']) - len(missed)} of {len(report['targets'])} met."
+              + ("".join(f" {t['target']}: {t['value']:.3f}, missed by {t['missed_by']:.3f}." for t in missed))]
     k = report["kid"]
     lines += ["", f"**KID** (regressor's penultimate features, x1000): generated vs real {1000 * k['kid']:.3f} "
               f"(spread {1000 * k['kid_spread']:.3f}) against a noise floor of {1000 * k['floor']:.3f} "
