@@ -87,12 +87,14 @@ BAD_VALUES = [
     ("sample.steps=0", "sample.steps = 0: give 1 or more"),
     ("data.columns=[]", "data.columns = []: give the CSV's condition columns"),
     ("model.channels=[32, 0]", "model.channels = [32, 0]: give one positive width per level"),
+    ("train.precision=fp16", 'train.sync_free with train.precision = "fp16": the loss scaler decides on the host'),
 ]
+NEEDS = {"fracture_load": "train.fracture_repeat=2", "precision=fp16": "train.sync_free=true"}   # the other half
 
 
 @pytest.mark.parametrize("override,message", BAD_VALUES)
 def test_validate_names_the_key(override, message):
-    extra = ["train.fracture_repeat=2"] if "fracture_load" in override else []
+    extra = [v for k, v in NEEDS.items() if k in override]
     with pytest.raises(ConfigError) as err:
         validate(load_config("experiments/default.toml", [override, *extra]))
     assert message in str(err.value) and "\n" not in str(err.value)
