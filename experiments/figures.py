@@ -58,9 +58,8 @@ def main() -> None:
         grid([read_images(f"{tmp}/sweep/manifest.csv", cfg.columns, cfg.roi, cfg.resolution).frames],
              out / "sweep.png")
 
-        row = picks[2]
-        frame = resolve_all(read_table(cfg.test_csv, cfg.columns), root)[row]
-        values = ",".join(f"{c}={test.loc[row, c]:.9g}" for c in cfg.columns)
+        frame = resolve_all(read_table(chosen, cfg.columns), root)[2]   # the first specimen's late frame
+        values = ",".join(f"{c}={test.loc[picks[2], c]:.9g}" for c in cfg.columns)
         draws = []
         for seed in range(4):
             sample.main(["--ckpt", args.run, "--init-image", str(frame), "--strength", "0.4", "--values", values,

@@ -237,8 +237,9 @@ class Trainer:
             dist.all_reduce(losses)             # every rank filled its own slices; the sum fills all
 
         grad_norm, decay = self._update(losses)
+        end = time.perf_counter()
         return {"loss": losses, "t": t, "grad_norm": grad_norm, "decay": decay, "data_time": data_time,
-                "time": time.perf_counter() - start, "end": time.perf_counter()}
+                "time": end - start, "end": end}
 
     def _update(self, losses: Tensor) -> tuple[Tensor, float]:
         """Clip, then one optimiser and EMA update, skipped when the loss or a gradient is not finite.
