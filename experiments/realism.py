@@ -26,6 +26,7 @@ OBJECTIVES = {                       # training overrides on top of experiments/
     "eps": ['diffusion.prediction="eps"'],
     "vplain": ['diffusion.prediction="v"', 'diffusion.loss_weighting="none"', "diffusion.min_snr_floor=0"],
     "x0hi": ["diffusion.min_snr_gamma=1000"],
+    "x0grain": ['diffusion.skip="grain"'],
 }
 SAMPLERS = {                         # sample CLI flags
     "ddim50": ["--steps", "50", "--spacing", "trailing"],

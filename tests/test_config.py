@@ -63,7 +63,7 @@ def test_file_errors(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512"])
+@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512", "pmma_256_original", "pmma_512_original"])
 def test_shipped_experiments_build(name):
     cfg = load_config(f"experiments/{name}.toml")
     with __import__("torch").device("meta"):
@@ -81,6 +81,8 @@ BAD_VALUES = [
     ("train.fracture_load=load", "train.fracture_load: load not in data.columns"),
     ("diffusion.min_snr_floor=6", "diffusion.min_snr_floor = 6.0: give a weight in [0, min_snr_gamma = 5]"),
     ("diffusion.loss_weighting=none", "min_snr_floor = 0.3 floors the min_snr weight, but diffusion.loss_weighting"),
+    ("diffusion.grain=-1", "diffusion.grain = -1.0: give 8-bit levels, or 0 to measure them"),
+    ('diffusion.prediction="v"', 'skip = "grain" is a skip for x0 prediction, but diffusion.prediction = \'v\''),
     ("train.lr=0", "train.lr = 0.0: give a positive learning rate"),
     ("train.betas=[0.9]", "train.betas = [0.9]: give two AdamW betas"),
     ("train.cond_drop_prob=1.5", "give probabilities in [0, 1]"),
@@ -111,6 +113,6 @@ def test_bad_values_fail_before_any_data_is_touched(tmp_path, override, message)
     assert not data.exists() and not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512"])
+@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512", "pmma_256_original", "pmma_512_original"])
 def test_shipped_experiments_are_valid(name):
     validate(load_config(f"experiments/{name}.toml"))

@@ -202,6 +202,43 @@ def test_min_snr_is_min_snr_times_x0_error(prediction):
     assert torch.allclose(plain.loss(pred, x0, eps, t), (pred - plain.target(x0, eps, t)).pow(2).flatten(1).mean(1))
 
 
+# Measured (seed 0, g = 0.03): the draw's std / g. The exact process ends with the posterior mean at
+# the last step's t: 0.95 at t = 0 (DDPM, Karras spacing), 0.49 at t = 19 (trailing spacing ends
+# there); the discretisation loses a little more at this fine scale (DDIM-200 eta 1 Karras: 0.87).
+GRAIN_STD = {("ddpm", None, 0.0, "trailing"): 0.880, ("ddim", 50, 1.0, "karras"): 0.806,
+             ("ddim", 50, 0.0, "karras"): 0.879, ("ddim", 50, 1.0, "trailing"): 0.453,
+             ("dpmpp2m", 15, 0.0, "karras"): 0.601}
+
+
+@pytest.mark.parametrize("sampler,steps,eta,spacing", list(GRAIN_STD))
+def test_grain_skip_is_the_exact_denoiser_of_white_grain(sampler, steps, eta, spacing):
+    """For white N(0, g^2) data the posterior mean is w(t) x_t: the grain skip with a network that outputs
+    zero *is* the exact x0 denoiser, so it samples exactly what x0 prediction with that denoiser does,
+    and draws grain of the data's std where the sampler ends at t = 0 (not where it ends at t = 19)."""
+    g = 0.03
+    skip = GaussianDiffusion("linear", 1000, "x0", grain=g)
+    exact = GaussianDiffusion("linear", 1000, "x0")
+    one = [torch.tensor([v], dtype=torch.float64) for v in (1.0, 0.0, g)]
+    kw = dict(shape=SHAPE, sampler=sampler, steps=steps, eta=eta, spacing=spacing)
+    x = skip.sample(lambda x_t, t: torch.zeros_like(x_t), generator=torch.Generator().manual_seed(0), **kw)
+    y = exact.sample(optimal_denoiser(exact, *one), generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.allclose(x, y, atol=1e-5)
+    assert x.std().item() / g == pytest.approx(GRAIN_STD[(sampler, steps, eta, spacing)], abs=0.01)
+    assert abs(x.mean().item()) < 0.002
+
+
+def test_grain_skip_loss_is_the_x0_loss():
+    g = torch.Generator().manual_seed(0)
+    x0, eps, pred = (torch.randn(4, 1, 2, 2, generator=g) for _ in range(3))
+    t = torch.tensor([0, 20, 500, 999])
+    d = GaussianDiffusion("linear", 1000, "x0", "min_snr", min_snr_floor=0.3, grain=0.05)
+    x0_hat = d.split(pred, d.q_sample(x0, t, eps), t).x0
+    weight = d.snr(t).clamp(min=0.3, max=5.0).float()
+    assert torch.allclose(d.loss(pred, x0, eps, t), weight * (x0_hat - x0).pow(2).flatten(1).mean(1), rtol=1e-4)
+    w = d.passed(t, x0).flatten()
+    assert w[0] > 0.9 and w[3] < 1e-4                     # grain 0.05: x_t kept at t = 0, plain x0 at t = 999
+
+
 def test_from_config_fixes_the_loss_weighting():
     from thinfilm.config import load_config
     d = GaussianDiffusion.from_config(load_config("experiments/default.toml"))

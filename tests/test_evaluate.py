@@ -70,6 +70,17 @@ def test_texture_measures_on_hand_made_images():
     assert metrics.texture(blurred, noisy, mask).band_ratio[0] < 0.1
 
 
+def test_grain_level_reads_the_noise_not_the_edges():
+    rng = np.random.default_rng(4)
+    frames = np.full((6, 64, 64), 80.0)
+    frames[:, 20:44] = 180.0                                           # a bright strip: two sharp edges
+    frames[:, 24:40, 30:33] = 40.0                                     # and a dark mark (9 % of the pixels)
+    assert metrics.grain_level(np.round(frames)) == 0.0
+    assert metrics.grain_level(frames + rng.normal(0, 4.0, frames.shape)) == pytest.approx(4.0, rel=0.12)
+    assert metrics.grain_level(np.full((6, 64, 64), 80.0) + rng.normal(0, 4.0, frames.shape)) == \
+        pytest.approx(4.0, rel=0.02)
+
+
 # -------------------------------------------------------------------------------------- regressor
 def test_regressor_overfits_a_handful_of_frames(synth_dir):
     from thinfilm.data import Normalizer, load_frame, read_table, resolve_all, to_network
@@ -144,7 +155,7 @@ def test_report_has_every_part(regressor, drawn, synth_dir, tmp_path):
     assert "x8" not in report["sensitivity"]["x3"]["off_diagonal"]
     assert "corr_sep_a" in report["simulator"]                                   # the built-in data
     assert set(report["simulator"]["ratio"]) == set(report["simulator"]["agreement"]) == {"x3", "x4", "x5", "x6"}
-    assert len(report["targets"]) == 6 + 6 + 2 + 1 and "**Targets**" in (out / "report.md").read_text()
+    assert len(report["targets"]) == 6 + 6 + 2 + 1 + 2 and "**Targets**" in (out / "report.md").read_text()
     page = (out / "report.md").read_text()
     assert "KID" in page and "Sensitivity" in page and "*x8 (not visible)*" in page
     assert Image.open(out / "scatter.png").size[0] > 600
@@ -154,13 +165,18 @@ def test_targets_say_what_is_missed_and_by_how_much():
     col = lambda r2, ratio, visible=True: {"visible": visible, "real": {"r2": r2}, "ratio": ratio}  # noqa: E731
     report = {"columns": {"x3": col(0.99, 1.3), "x5": col(0.94, 1.1), "x8": col(-4.0, 9.0, visible=False)},
               "sensitivity": {"x3": {"slope_ratio": 0.95}, "x5": {"slope_ratio": 0.62}},
-              "kid": {"kid": 0.02, "floor": 0.25}}
-    rows = {t["target"].split(" ")[0] + t["target"].split(" ")[1]: t for t in evaluate.targets(report)}
-    assert len(rows) == 7 and not any("x8" in k for k in rows)                     # invisible: no target
-    assert rows["x3:consistency"]["missed_by"] == pytest.approx(0.1) and not rows["x3:consistency"]["met"]
-    assert rows["x5:R²"]["missed_by"] == pytest.approx(0.01) and rows["x5:consistency"]["met"]
-    assert rows["x3:|sweep"]["met"] and rows["x5:|sweep"]["missed_by"] == pytest.approx(0.28)
-    assert rows["KID/"]["met"]
+              "kid": {"kid": 0.02, "floor": 0.25}, "texture": {"grain_ratio": 0.19}}
+    rows = {t["target"]: t for t in evaluate.targets(report)}
+    assert len(rows) == 9 and not any("x8" in k for k in rows)                     # invisible: no target
+    ratio = rows["x3: consistency ratio <= 1.2"]
+    assert ratio["missed_by"] == pytest.approx(0.1) and not ratio["met"]
+    assert rows["x5: R² of the regressor on real frames >= 0.95"]["missed_by"] == pytest.approx(0.01)
+    assert rows["x5: consistency ratio <= 1.2"]["met"]
+    assert rows["x3: |sweep slope / real slope - 1| <= 0.1"]["met"]
+    assert rows["x5: |sweep slope / real slope - 1| <= 0.1"]["missed_by"] == pytest.approx(0.28)
+    assert rows["KID / noise floor <= 3.0"]["met"]
+    assert rows["texture: grain ratio >= 0.8"]["missed_by"] == pytest.approx(0.61)
+    assert rows["texture: grain ratio <= 1.25"]["met"]
 
 
 def test_simulator_check_reads_real_frames_exactly_as_themselves(regressor, synth_dir):

@@ -26,6 +26,8 @@ def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
     assert state["normalizer"]["kind"] == "zscore" and len(state["normalizer"]["shift"]) == 8
     loaded = checkpoint.load_model(run)
     assert loaded.step == 3 and loaded.config.data.resolution == 16
+    d = loaded.config.diffusion                                   # the grain skip's level, measured once
+    assert d.skip == "grain" and 0.5 < d.grain < 20 and f"grain = {d.grain}" in (run / "config.toml").read_text()
     with pytest.raises(checkpoint.CheckpointError, match="already exists"):
         run_train(tmp_path, "train.steps=3", "train.run_name=r")
 
@@ -197,7 +199,7 @@ def test_ddp_two_processes_match_one(synth_dir, tmp_path):
         args = prefix + ["-m", "thinfilm.train", "--config", "experiments/default.toml", "--quiet",
                          *set_args(tiny_overrides(synth_dir, tmp_path, "train.steps=3", f"train.run_name={name}",
                                                   f"train.batch_size={batch}", "train.device=cpu",
-                                                  'diffusion.prediction="v"'))]
+                                                  'diffusion.prediction="v"', 'diffusion.skip="none"'))]
         proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stderr[-3000:]

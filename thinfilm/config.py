@@ -63,6 +63,9 @@ class DiffusionConfig:
     loss_weighting: Literal["none", "min_snr"] = "none"
     min_snr_gamma: float = 5.0
     min_snr_floor: float = 0.0           # min_snr's x0-space weight never below this (README: "a floor")
+    skip: Literal["none", "grain"] = "none"   # grain: x0 = network + w(t) x_t, w the Wiener gain of `grain`
+    grain: float = 0.0                   # fine grain of the frames, 8-bit levels; 0 with skip "grain": measured
+                                         # on the training frames when training starts (metrics.grain_level)
 
 
 @dataclass
@@ -263,6 +266,9 @@ def validate(cfg: Config) -> Config:
     if f.min_snr_floor > 0 and f.loss_weighting != "min_snr":
         raise ConfigError(f"diffusion.min_snr_floor = {f.min_snr_floor} floors the min_snr weight, but "
                           f"diffusion.loss_weighting = {f.loss_weighting!r}: set it to \"min_snr\" or the floor to 0")
+    if f.skip == "grain" and f.prediction != "x0":
+        raise ConfigError(f"diffusion.skip = \"grain\" is a skip for x0 prediction, but diffusion.prediction = "
+                          f"{f.prediction!r}: set it to \"x0\" or the skip to \"none\"")
     return cfg
 
 
@@ -289,6 +295,7 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
         (f.min_snr_gamma > 0, f"diffusion.min_snr_gamma = {f.min_snr_gamma}: give a positive SNR cap, e.g. 5"),
         (0 <= f.min_snr_floor <= f.min_snr_gamma, f"diffusion.min_snr_floor = {f.min_snr_floor}: give a weight "
          f"in [0, min_snr_gamma = {f.min_snr_gamma:g}], e.g. 0.3"),
+        (f.grain >= 0, f"diffusion.grain = {f.grain}: give 8-bit levels, or 0 to measure them on the training frames"),
         (t.steps >= 1, f"train.steps = {t.steps}: give 1 or more"),
         (t.batch_size >= 1 and t.grad_accum >= 1,
          f"train.batch_size = {t.batch_size}, train.grad_accum = {t.grad_accum}: give 1 or more each"),

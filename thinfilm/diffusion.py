@@ -60,16 +60,27 @@ class GaussianDiffusion:
 
     The loss weighting is fixed at construction: "none" (plain MSE to the target) or "min_snr"
     (Hang et al. 2023) with cap `min_snr_gamma` and floor `min_snr_floor`.
+
+    `grain` > 0 (x0 prediction only; the std of the data's fine grain, in x's units) passes part of
+    x_t straight through: x0 = network + w(t) x_t with w(t) = sqrt(a) g^2 / (a g^2 + 1 - a), the
+    posterior-mean gain of white grain of std g (a skip in the manner of Karras et al. 2022, c_skip,
+    scaled to the grain instead of the whole image). At high noise w ~ 0: plain x0 prediction. At low
+    noise the grain the network cannot model is kept instead of smoothed away; the samplers, exact for
+    Gaussian data, then draw it with its std (docs/experiments.md#grain).
     """
 
     def __init__(self, schedule: str = "linear", timesteps: int = 1000, prediction: str = "eps",
-                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, min_snr_floor: float = 0.0):
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, min_snr_floor: float = 0.0,
+                 grain: float = 0.0):
         if schedule not in ("linear", "cosine"):
             raise ValueError(f"schedule {schedule!r}: use linear or cosine")
         if prediction not in ("eps", "x0", "v"):
             raise ValueError(f"prediction {prediction!r}: use eps, x0 or v")
         if loss_weighting not in ("none", "min_snr"):
             raise ValueError(f"loss_weighting {loss_weighting!r}: use none or min_snr")
+        if grain < 0 or (grain > 0 and prediction != "x0"):
+            raise ValueError(f"grain {grain}: give 0, or a positive std with x0 prediction")
+        self.grain = grain
         self.schedule, self.timesteps, self.prediction = schedule, timesteps, prediction
         self.loss_weighting, self.min_snr_gamma, self.min_snr_floor = loss_weighting, min_snr_gamma, min_snr_floor
         betas = linear_betas(timesteps) if schedule == "linear" else cosine_betas(timesteps)
@@ -84,7 +95,9 @@ class GaussianDiffusion:
     def from_config(cls, cfg) -> "GaussianDiffusion":
         """The diffusion an experiment config's [diffusion] section describes."""
         d = cfg.diffusion
-        return cls(d.schedule, d.timesteps, d.prediction, d.loss_weighting, d.min_snr_gamma, d.min_snr_floor)
+        grain = d.grain / 127.5 if d.skip == "grain" else 0.0          # 8-bit levels -> [-1, 1] units
+        return cls(d.schedule, d.timesteps, d.prediction, d.loss_weighting, d.min_snr_gamma, d.min_snr_floor,
+                   grain)
 
     # ----------------------------------------------------------------------------- helpers
     def _at(self, name: str, t: Tensor, like: Tensor) -> Tensor:
@@ -104,11 +117,19 @@ class GaussianDiffusion:
         a = self.alpha_bar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
+    def passed(self, t: Tensor, like: Tensor) -> Tensor:
+        """w(t), the part of x_t an x0 prediction takes as it is (class docstring): [B, 1, ..., 1]."""
+        a, g2 = self.alpha_bar(t, like), self.grain ** 2
+        return a.sqrt() * g2 / (a * g2 + 1 - a)
+
     def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """What the network is trained to output: eps, x0 or v = sqrt(a) eps - sqrt(1 - a) x0."""
+        """What the network is trained to output: eps, x0 (less w(t) x_t with `grain`) or
+        v = sqrt(a) eps - sqrt(1 - a) x0."""
         if self.prediction == "eps":
             return noise
         if self.prediction == "x0":
+            if self.grain:
+                return x0.float() - self.passed(t, x0.float()) * self.q_sample(x0, t, noise)
             return x0
         a = self.alpha_bar(t, x0)
         return a.sqrt() * noise - (1 - a).sqrt() * x0                        # Salimans & Ho, sec. 4
@@ -120,6 +141,8 @@ class GaussianDiffusion:
         if self.prediction == "eps":
             return Prediction((x_t - (1 - a).sqrt() * pred) / a.sqrt(), pred)
         if self.prediction == "x0":
+            if self.grain:
+                pred = pred + self.passed(t, x_t) * x_t
             return Prediction(pred, (x_t - a.sqrt() * pred) / (1 - a).sqrt())
         return Prediction(a.sqrt() * x_t - (1 - a).sqrt() * pred, (1 - a).sqrt() * x_t + a.sqrt() * pred)
 

@@ -147,6 +147,7 @@ TARGET_R2_REAL = 0.95        # the judge: R² on real held-out frames, every vis
 TARGET_RATIO = 1.2           # consistency ratio, every visible column (1.0 = as readable as a real frame)
 TARGET_SLOPE = 0.10          # sweep slope within 10 % of the real-frame slope
 TARGET_KID = 3.0             # KID within 3x its real-vs-real noise floor
+TARGET_GRAIN = (0.8, 1.25)   # grain in the flat strip, generated / real: the camera's, neither smoother nor noisier
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -167,6 +168,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         check(f"{c}: |sweep slope / real slope - 1| <= {TARGET_SLOPE}", abs(v["slope_ratio"] - 1), TARGET_SLOPE)
     k = report["kid"]
     check(f"KID / noise floor <= {TARGET_KID}", k["kid"] / k["floor"] if k["floor"] > 0 else math.inf, TARGET_KID)
+    if "texture" in report:
+        grain, (low, high) = report["texture"]["grain_ratio"], TARGET_GRAIN
+        check(f"texture: grain ratio >= {low}", grain, low, above=True)
+        check(f"texture: grain ratio <= {high}", grain, high)
     return rows
 
 

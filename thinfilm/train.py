@@ -31,7 +31,7 @@ from thinfilm.checkpoint import RunDir, new_run_dir, timestamped
 from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml, validate
 from thinfilm.data import Normalizer, Split, after_fracture, load_splits, stretch, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.metrics import texture
+from thinfilm.metrics import grain_level, texture
 from thinfilm.runtime import (
     Dist,
     agree,
@@ -445,6 +445,8 @@ def setup(args: argparse.Namespace, launched: float) -> Session:
     if state is not None:                         # the statistics the run was started with
         normalizer = Normalizer.from_dict(state["normalizer"])
         train.conditions, test.conditions = normalizer.encode(train.table.values), normalizer.encode(test.table.values)
+    elif cfg.diffusion.skip == "grain" and cfg.diffusion.grain == 0:   # stored in the run's config from here on
+        cfg.diffusion.grain = round(grain_level(train.frames), 3)
     trainer = Trainer(cfg, train, test, normalizer, device, ddp)
     if state is not None:
         trainer.load_state_dict(state)
@@ -457,7 +459,8 @@ def setup(args: argparse.Namespace, launched: float) -> Session:
         n_params = sum(p.numel() for p in trainer.net.parameters())
         repeat = cfg.train.fracture_repeat
         broken = f" ({trainer.n_after_fracture} after fracture, drawn {repeat}x)" if repeat > 1 else ""
-        print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames{broken}, "
+        grain = f", grain {cfg.diffusion.grain:g} levels passed through" if cfg.diffusion.skip == "grain" else ""
+        print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames{broken}{grain}, "
               f"global batch {trainer.global_batch}, {trainer.precision} on {device}"
               + (f" x {ddp.world} processes" if ddp.world > 1 else ""))
     deadline = launched + 60 * cfg.train.max_minutes if cfg.train.max_minutes > 0 else math.inf
