@@ -91,7 +91,8 @@ BAD_VALUES = [
     ("model.channels=[32, 0]", "model.channels = [32, 0]: give one positive width per level"),
     ("train.precision=fp16", 'train.sync_free with train.precision = "fp16": the loss scaler decides on the host'),
 ]
-NEEDS = {"fracture_load": "train.fracture_repeat=2", "precision=fp16": "train.sync_free=true"}   # the other half
+NEEDS = {"fracture_load": "train.fracture_repeat=2", "precision=fp16": "train.sync_free=true",
+         "prediction": 'diffusion.skip="grain"'}   # the other half
 
 
 @pytest.mark.parametrize("override,message", BAD_VALUES)

@@ -73,7 +73,7 @@ def test_img2img_small_strength_stays_close(synth_dir, tmp_path, run_train):
     from thinfilm.data import load_frame, read_table, resolve_all
     # v-prediction: even a barely trained network returns ~x_t at low noise (x0 = sqrt(a) x_t - ...),
     # so what is checked is where image-to-image starts, not what 2 training steps learned
-    ckpt = run_train(tmp_path, "train.steps=2", 'diffusion.prediction="v"', 'diffusion.skip="none"')
+    ckpt = run_train(tmp_path, "train.steps=2", 'diffusion.prediction="v"')
     frame = resolve_all(read_table(synth_dir / "test.csv", COLS))[6]
     tmp_path = tmp_path / "out"
     run("--ckpt", ckpt, "--init-image", frame, "--strength", 0.02, "--out", tmp_path, "--n-per-condition", 3,
