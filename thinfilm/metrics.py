@@ -104,11 +104,13 @@ def grain(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return hp[:, mask[1:-1, 1:-1]].std(1)
 
 
-def grain_level(frames: np.ndarray) -> float:
+def grain_level(frames: np.ndarray, most: int = 256) -> float:
     """The fine grain of whole frames [N, R, R], 8-bit levels: a robust std (1.4826 x the median absolute
     deviation) of `highpass` over every pixel, so that edges and marks, a few pixels in a frame, barely
     count (they bias it upward by about the fraction of pixels they cover). White noise of std s gives
-    s (`grain` gives s sqrt(8/9)); flat frames quantised to 8 bits give ~0."""
+    s (`grain` gives s sqrt(8/9)); flat frames quantised to 8 bits give ~0. At most `most` frames,
+    evenly spaced, are read (a memory-mapped split of 512-px frames is not loaded whole)."""
+    frames = frames[np.linspace(0, len(frames) - 1, min(len(frames), most)).round().astype(int)]
     hp = highpass(frames).ravel()
     return float(1.4826 * np.median(np.abs(hp - np.median(hp))) / math.sqrt(8 / 9))
 
