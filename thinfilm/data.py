@@ -154,16 +154,19 @@ def load_frame(path: Path, roi: Sequence[int], resolution: int) -> np.ndarray:
     return np.clip(np.asarray(small), 0, 255).round().astype(np.uint8)
 
 
+LEVELS = 127.5                     # 8-bit levels per unit of the network's space
+
+
 def to_network(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 [..., R, R] -> float [..., 1, R, R] in [-1, 1] (the network's space)."""
     x = frames if isinstance(frames, torch.Tensor) else torch.tensor(np.asarray(frames))   # copied: memmaps are
     # read-only, which torch warns about
-    return (x.float() / 127.5 - 1).unsqueeze(-3)
+    return (x.float() / LEVELS - 1).unsqueeze(-3)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float [..., 1, R, R] in [-1, 1] -> uint8 [..., R, R]."""
-    return ((x.squeeze(-3).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    return ((x.squeeze(-3).clamp(-1, 1) + 1) * LEVELS).round().to(torch.uint8).cpu().numpy()
 
 
 def stretch(x: torch.Tensor, cond: torch.Tensor, s: torch.Tensor, columns: torch.Tensor,

@@ -94,8 +94,10 @@ class GaussianDiffusion:
     @classmethod
     def from_config(cls, cfg) -> "GaussianDiffusion":
         """The diffusion an experiment config's [diffusion] section describes."""
+        from thinfilm.data import LEVELS  # config glue, imported here: the sampling core needs no data module
+
         d = cfg.diffusion
-        grain = d.grain / 127.5 if d.skip == "grain" else 0.0          # 8-bit levels -> [-1, 1] units
+        grain = d.grain / LEVELS if d.skip == "grain" else 0.0          # 8-bit levels -> the network's units
         return cls(d.schedule, d.timesteps, d.prediction, d.loss_weighting, d.min_snr_gamma, d.min_snr_floor,
                    grain)
 
