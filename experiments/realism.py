@@ -29,8 +29,9 @@ OBJECTIVES = {                       # training overrides on top of experiments/
     "x0grain": ['diffusion.skip="grain"'],
 }
 SAMPLERS = {                         # sample CLI flags
-    "ddim50": ["--steps", "50", "--spacing", "trailing"],
-    "ddim50k": ["--steps", "50", "--spacing", "karras"],
+    "ddim50": ["--steps", "50", "--spacing", "trailing", "--no-keep-grain"],
+    "ddim50k": ["--steps", "50", "--spacing", "karras", "--no-keep-grain"],
+    "ddim50kg": ["--steps", "50", "--spacing", "karras", "--keep-grain"],
 }
 
 

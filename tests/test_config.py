@@ -83,6 +83,7 @@ BAD_VALUES = [
     ("diffusion.loss_weighting=none", "min_snr_floor = 0.3 floors the min_snr weight, but diffusion.loss_weighting"),
     ("diffusion.grain=-1", "diffusion.grain = -1.0: give 8-bit levels, or 0 to measure them"),
     ('diffusion.prediction="v"', 'skip = "grain" is a skip for x0 prediction, but diffusion.prediction = \'v\''),
+    ('diffusion.skip="grain"', 'sample.keep_grain = true puts the grain back when sampling, and diffusion.skip'),
     ("train.lr=0", "train.lr = 0.0: give a positive learning rate"),
     ("train.betas=[0.9]", "train.betas = [0.9]: give two AdamW betas"),
     ("train.cond_drop_prob=1.5", "give probabilities in [0, 1]"),
@@ -92,7 +93,7 @@ BAD_VALUES = [
     ("train.precision=fp16", 'train.sync_free with train.precision = "fp16": the loss scaler decides on the host'),
 ]
 NEEDS = {"fracture_load": "train.fracture_repeat=2", "precision=fp16": "train.sync_free=true",
-         "prediction": 'diffusion.skip="grain"'}   # the other half
+         "prediction": 'diffusion.skip="grain"', "skip": "sample.keep_grain=true"}   # the other half
 
 
 @pytest.mark.parametrize("override,message", BAD_VALUES)

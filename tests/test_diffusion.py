@@ -134,6 +134,7 @@ def test_prediction_conversions_round_trip(prediction):
     x_t = d.q_sample(x0, t, eps)
     pred = d.split(d.target(x0, eps, t), x_t, t)
     assert torch.allclose(pred.x0, x0, atol=1e-3) and torch.allclose(pred.eps, eps, atol=1e-3)
+    assert torch.allclose(d.join(x0, x_t, t), d.target(x0, eps, t), atol=1e-3)           # join inverts split
 
 
 def test_q_sample_moments():
@@ -226,6 +227,28 @@ def test_grain_skip_is_the_exact_denoiser_of_white_grain(sampler, steps, eta, sp
     assert torch.allclose(x, y, atol=1e-5)
     assert x.std().item() / g == pytest.approx(GRAIN_STD[(sampler, steps, eta, spacing)], abs=0.01)
     assert abs(x.mean().item()) < 0.002
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("sampler,steps,eta,spacing", [("ddpm", None, 0.0, "trailing"), ("ddim", 50, 1.0, "karras"),
+                                                       ("dpmpp2m", 15, 0.0, "karras")])
+def test_keeping_grain_makes_a_film_denoiser_exact(prediction, sampler, steps, eta, spacing):
+    """Data = a film m plus white N(0, g^2) grain. A denoiser that returns the film alone (a network that
+    has not learnt the grain), with the grain kept, IS the exact denoiser of that data: it samples exactly
+    what the closed-form optimum does, whatever the prediction target, and draws the grain."""
+    film, g = 0.4, 0.03
+    d = GaussianDiffusion("linear", 1000, prediction)
+    smooth = d.keeping_grain(lambda x_t, t: d.join(torch.full_like(x_t, film), x_t, t), g)
+    exact = optimal_denoiser(d, *(torch.tensor([v], dtype=torch.float64) for v in (1.0, film, g)))
+    kw = dict(shape=SHAPE, sampler=sampler, steps=steps, eta=eta, spacing=spacing)
+    x = d.sample(smooth, generator=torch.Generator().manual_seed(0), **kw)
+    y = d.sample(exact, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.allclose(x, y, atol=2e-5)
+    assert x.std().item() / g == pytest.approx(GRAIN_STD[(sampler, steps, eta, spacing)], abs=0.015)
+    assert abs(x.mean().item() - film) < 0.002
+    unkept = d.sample(d.keeping_grain(lambda x_t, t: d.join(torch.full_like(x_t, film), x_t, t), 0.0),
+                      generator=torch.Generator().manual_seed(0), **kw)
+    assert unkept.std().item() < 0.1 * g                               # grain 0: the film alone, no grain
 
 
 def test_grain_skip_loss_is_the_x0_loss():

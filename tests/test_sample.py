@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from thinfilm import cli, sample
+from thinfilm import checkpoint, cli, sample
 
 from conftest import COLS, REPO
 
@@ -48,6 +48,17 @@ def test_same_seed_same_frame_at_any_batch_size(ckpt, synth_dir, tmp_path):
     run("--ckpt", ckpt, "--conditions", synth_dir / "test.csv", "--out", tmp_path / "other", "--seed", 4,
         "--eta", 1, "--steps", 5)
     assert not np.array_equal(frames(tmp_path / "b1")[0], frames(tmp_path / "other")[0])
+
+
+def test_keep_grain_puts_back_the_measured_grain(ckpt, synth_dir, tmp_path, capsys):
+    from thinfilm.metrics import grain_level
+    assert checkpoint.load_model(ckpt).config.diffusion.grain > 0.5              # measured when training started
+    for keep in ("--keep-grain", "--no-keep-grain"):
+        run("--ckpt", ckpt, "--conditions", synth_dir / "test.csv", "--out", tmp_path / keep, "--spacing", "karras",
+            "--eta", 1, "--steps", 20, keep)
+    assert sum("levels kept" in line for line in capsys.readouterr().out.splitlines()) == 1
+    kept, smooth = (np.stack(frames(tmp_path / k)).astype(float) for k in ("--keep-grain", "--no-keep-grain"))
+    assert grain_level(kept) > grain_level(smooth) + 0.5
 
 
 def test_sweep_values_and_shared_noise(ckpt, synth_dir, tmp_path, capsys):

@@ -16,7 +16,7 @@ from conftest import REPO, set_args, tiny_config, tiny_overrides
 
 
 def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
-    run_train(tmp_path, "train.steps=3", "train.run_name=r", "train.sample_every=2", 'diffusion.skip="grain"')
+    run_train(tmp_path, "train.steps=3", "train.run_name=r", "train.sample_every=2")
     run = tmp_path / "runs" / "r"
     assert (run / "config.toml").is_file() and list((run / "tb").glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "step_0000003.pt").is_file()
@@ -26,10 +26,10 @@ def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
     assert state["normalizer"]["kind"] == "zscore" and len(state["normalizer"]["shift"]) == 8
     loaded = checkpoint.load_model(run)
     assert loaded.step == 3 and loaded.config.data.resolution == 16
-    d = loaded.config.diffusion                                   # the grain skip's level, measured once
-    assert d.skip == "grain" and 0.5 < d.grain < 20 and f"grain = {d.grain}" in (run / "config.toml").read_text()
+    d = loaded.config.diffusion                                   # the frames' grain, measured once
+    assert 0.5 < d.grain < 20 and f"grain = {d.grain}" in (run / "config.toml").read_text()
     with pytest.raises(checkpoint.CheckpointError, match="already exists"):
-        run_train(tmp_path, "train.steps=3", "train.run_name=r", 'diffusion.skip="grain"')
+        run_train(tmp_path, "train.steps=3", "train.run_name=r")
 
 
 def test_bf16_autocast_run(run_train, tmp_path):

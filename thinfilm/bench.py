@@ -30,7 +30,7 @@ from thinfilm.config import Config, add_config_args, load_config, validate
 from thinfilm.data import Normalizer, Split, Table
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.runtime import pick_device, precision_name
-from thinfilm.sampling import generate
+from thinfilm.sampling import generate, kept_grain
 
 # dense (no sparsity) peak TFLOP/s by (device name fragment, precision), from the vendors' datasheets
 PEAKS = {("H100", "bf16"): 989.0, ("H100", "fp32"): 67.0, ("H200", "bf16"): 989.0, ("H200", "fp32"): 67.0,
@@ -120,7 +120,7 @@ def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = F
         def draw() -> None:
             generate(trainer.ema.model, diffusion, conds, list(range(b)), sampler=s.sampler, steps=s.steps,
                      eta=s.eta, guidance=s.guidance, clip=s.clip, batch_size=b, device=device, amp=amp,
-                     spacing=s.spacing)
+                     spacing=s.spacing, grain=kept_grain(cfg))
         out[f"sample_{s.sampler}{s.steps}_batch{b}_s"] = timed(draw, device, max(1, repeats // 2), warmup=1)
     out["peak_memory_gib"] = peak_memory_gib(device)
     return out

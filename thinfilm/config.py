@@ -64,8 +64,8 @@ class DiffusionConfig:
     min_snr_gamma: float = 5.0
     min_snr_floor: float = 0.0           # min_snr's x0-space weight never below this (README: "a floor")
     skip: Literal["none", "grain"] = "none"   # grain: x0 = network + w(t) x_t, w the Wiener gain of `grain`
-    grain: float = 0.0                   # fine grain of the frames, 8-bit levels; 0 with skip "grain": measured
-                                         # on the training frames when training starts (metrics.grain_level)
+    grain: float = 0.0                   # fine grain of the frames, 8-bit levels; 0: measured on the training
+                                         # frames when training starts (metrics.grain_level), stored in the run
 
 
 @dataclass
@@ -114,6 +114,8 @@ class SampleConfig:
     steps: int = 50
     spacing: Literal["trailing", "karras"] = "trailing"   # how the steps are spread over t (diffusion.steps_for)
     eta: float = 0.0
+    keep_grain: bool = False             # put back the grain (diffusion.grain) an x0 estimate smooths away: its
+                                         # posterior mean at low noise (GaussianDiffusion.keeping_grain); with karras
     guidance: float = 1.0
     clip: bool = True
     batch_size: int = 16
@@ -269,6 +271,9 @@ def validate(cfg: Config) -> Config:
     if f.skip == "grain" and f.prediction != "x0":
         raise ConfigError(f"diffusion.skip = \"grain\" is a skip for x0 prediction, but diffusion.prediction = "
                           f"{f.prediction!r}: set it to \"x0\" or the skip to \"none\"")
+    if f.skip == "grain" and cfg.sample.keep_grain:
+        raise ConfigError("sample.keep_grain = true puts the grain back when sampling, and diffusion.skip = \"grain\" "
+                          "already passes it through the network's output: set one of them off")
     return cfg
 
 

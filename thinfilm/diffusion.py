@@ -119,9 +119,10 @@ class GaussianDiffusion:
         a = self.alpha_bar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def passed(self, t: Tensor, like: Tensor) -> Tensor:
-        """w(t), the part of x_t an x0 prediction takes as it is (class docstring): [B, 1, ..., 1]."""
-        a, g2 = self.alpha_bar(t, like), self.grain ** 2
+    def passed(self, t: Tensor, like: Tensor, grain: float | None = None) -> Tensor:
+        """w(t) = sqrt(a) g^2 / (a g^2 + 1 - a) for g = `grain` (default: the skip's): the posterior-mean
+        gain of white N(0, g^2) grain seen in x_t, i.e. E[grain | x_t] = w(t) x_t. [B, 1, ..., 1]."""
+        a, g2 = self.alpha_bar(t, like), (self.grain if grain is None else grain) ** 2
         return a.sqrt() * g2 / (a * g2 + 1 - a)
 
     def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
@@ -147,6 +148,33 @@ class GaussianDiffusion:
                 pred = pred + self.passed(t, x_t) * x_t
             return Prediction(pred, (x_t - a.sqrt() * pred) / (1 - a).sqrt())
         return Prediction(a.sqrt() * x_t - (1 - a).sqrt() * pred, (1 - a).sqrt() * x_t + a.sqrt() * pred)
+
+    def join(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The prediction named by `prediction` that `split` turns into x0_hat = x0 (its inverse)."""
+        x0, x_t = x0.float(), x_t.float()
+        a = self.alpha_bar(t, x_t)
+        if self.prediction == "x0":
+            return x0 - self.passed(t, x_t) * x_t if self.grain else x0
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return eps if self.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
+
+    def keeping_grain(self, denoise: Denoise, grain: float) -> Denoise:
+        """`denoise` with the grain it smooths away put back: each x0 estimate m becomes
+        m + w(t) (x_t - sqrt(a) m), the posterior mean of x0 = m + white N(0, g^2) grain given x_t
+        (w as in `passed`, g = `grain` in x's units). Exact where the network draws the film and none
+        of its grain: a denoiser that returns the mean of N(m, g^2) data becomes that data's exact
+        denoiser. At high noise w ~ 0 and nothing changes; the samplers then end with the grain's std
+        where they end at t = 0 (spacing "karras", DDPM), about half of it with "trailing" (t = 19).
+        For sampling only: training still fits the plain x0 (docs/experiments.md#keep-grain)."""
+        if grain <= 0:
+            return denoise
+
+        def kept(x_t: Tensor, t: Tensor) -> Tensor:
+            m = self.split(denoise(x_t, t), x_t, t).x0
+            a = self.alpha_bar(t, m)
+            return self.join(m + self.passed(t, m, grain) * (x_t.float() - a.sqrt() * m), x_t, t)
+
+        return kept
 
     def snr(self, t: Tensor) -> Tensor:
         """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at t [B], float64."""

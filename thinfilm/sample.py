@@ -23,7 +23,7 @@ from thinfilm import UserError, checkpoint, cli
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.runtime import autocast_dtype, pick_device
-from thinfilm.sampling import frame_seed, generate
+from thinfilm.sampling import frame_seed, generate, kept_grain
 
 
 class SampleError(UserError):
@@ -158,6 +158,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spacing", choices=["trailing", "karras"], default=None,
                    help="how DDIM's steps are spread over t (default: the checkpoint's sample.spacing)")
     p.add_argument("--eta", type=float, default=None)
+    p.add_argument("--keep-grain", action=argparse.BooleanOptionalAction, default=None,
+                   help="put back the camera's grain an x0 estimate smooths away (default: the checkpoint's "
+                        "sample.keep_grain); use with --spacing karras")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None)
@@ -185,6 +188,14 @@ def main(argv: list[str] | None = None) -> None:
     sampler, steps, eta = args.sampler or s.sampler, args.steps or s.steps, s.eta if args.eta is None else args.eta
     spacing = args.spacing or s.spacing
     guidance = s.guidance if args.guidance is None else args.guidance
+    if args.keep_grain is not None:
+        s.keep_grain = args.keep_grain
+    if s.keep_grain and cfg.diffusion.skip == "grain":
+        raise SampleError("--keep-grain: this checkpoint's network passes the grain through already "
+                          "(diffusion.skip = \"grain\"); drop the flag")
+    if s.keep_grain and cfg.diffusion.grain == 0:
+        print("keep-grain: the checkpoint has no measured grain (diffusion.grain = 0, trained before it was "
+              "measured): frames drawn without it")
     if args.n_per_condition < 1:
         raise SampleError("--n-per-condition must be at least 1")
     if not 0 < args.strength <= 1:
@@ -214,12 +225,14 @@ def main(argv: list[str] | None = None) -> None:
     x = generate(loaded.net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
                  guidance=guidance, clip=s.clip and not args.no_clip, batch_size=args.batch_size or s.batch_size,
                  device=device, x_init=x_init, strength=args.strength if x_init is not None else 1.0,
-                 amp=autocast_dtype(args.precision, device), progress=not args.quiet, spacing=spacing)
+                 amp=autocast_dtype(args.precision, device), progress=not args.quiet, spacing=spacing,
+                 grain=kept_grain(cfg))
     out = Path(args.out)
     write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
                   film=bool(args.sweep or args.path))
     how = {"ddim": f"ddim, {steps} {spacing} steps, eta {eta:g}", "dpmpp2m": f"dpmpp2m, {steps} {spacing} steps",
            "ddpm": f"ddpm, {diffusion.timesteps} steps"}[sampler]
+    how += f", grain {cfg.diffusion.grain:g} levels kept" if kept_grain(cfg) else ""
     print(f"wrote {len(x)} frames ({how}, guidance {guidance:g}) and manifest.csv to {out}")
 
 

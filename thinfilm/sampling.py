@@ -9,9 +9,16 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from thinfilm.data import LEVELS
 from thinfilm.diffusion import Denoise, GaussianDiffusion
 from thinfilm.runtime import autocast, derive_seed
 from thinfilm.unet import UNet
+
+
+def kept_grain(cfg) -> float:
+    """The grain the sampler puts back (`GaussianDiffusion.keeping_grain`), in the network's units:
+    the run's measured `diffusion.grain` with `sample.keep_grain`, else 0."""
+    return cfg.diffusion.grain / LEVELS if cfg.sample.keep_grain else 0.0
 
 
 def frame_seed(seed: int, index: int) -> int:
@@ -39,9 +46,11 @@ def guided(net: nn.Module, cond: Tensor, scale: float) -> Denoise:
 def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], *, sampler: str,
              steps: int | None, eta: float, guidance: float, clip: bool, batch_size: int,
              device: torch.device | str, x_init: Tensor | None = None, strength: float = 1.0,
-             amp: torch.dtype | None = None, progress: bool = False, spacing: str = "trailing") -> Tensor:
+             amp: torch.dtype | None = None, progress: bool = False, spacing: str = "trailing",
+             grain: float = 0.0) -> Tensor:
     """Frames for normalised conditions cond [N, C] (NaN = unknown), one generator per frame:
-    returns float [N, 1, R, R] in [-1, 1] on the CPU. `amp`: autocast dtype (None = fp32)."""
+    returns float [N, 1, R, R] in [-1, 1] on the CPU. `amp`: autocast dtype (None = fp32);
+    `grain` > 0: the grain put back at low noise (`kept_grain`)."""
     device = torch.device(device)
     r = net.resolution
     out = []
@@ -50,7 +59,8 @@ def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: 
         gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + batch_size]]
         init = None if x_init is None else x_init.expand(len(chunk), -1, -1, -1).to(device)
         with autocast(device, amp):
-            x = diffusion.sample(guided(net, chunk, guidance), (len(chunk), 1, r, r), sampler, steps, eta, gens,
+            denoise = diffusion.keeping_grain(guided(net, chunk, guidance), grain)
+            x = diffusion.sample(denoise, (len(chunk), 1, r, r), sampler, steps, eta, gens,
                                  x_init=init, strength=strength, clip=clip, device=device, progress=progress,
                                  spacing=spacing)
         out.append(x.float().cpu())

@@ -43,7 +43,7 @@ from thinfilm.runtime import (
     pick_device,
     precision_name,
 )
-from thinfilm.sampling import frame_seed, generate
+from thinfilm.sampling import frame_seed, generate, kept_grain
 from thinfilm.unet import UNet
 
 
@@ -318,7 +318,8 @@ class Trainer:
         s = self.cfg.sample
         return generate(self.ema.model, self.diffusion, cond, [frame_seed(seed, i) for i in range(len(cond))],
                         sampler=s.sampler, steps=s.steps, eta=s.eta, guidance=s.guidance, clip=s.clip,
-                        batch_size=s.batch_size, device=self.device, amp=self.amp_dtype, spacing=s.spacing)
+                        batch_size=s.batch_size, device=self.device, amp=self.amp_dtype, spacing=s.spacing,
+                        grain=kept_grain(self.cfg))
 
 
 # ------------------------------------------------------------------------------------ logging
@@ -445,7 +446,7 @@ def setup(args: argparse.Namespace, launched: float) -> Session:
     if state is not None:                         # the statistics the run was started with
         normalizer = Normalizer.from_dict(state["normalizer"])
         train.conditions, test.conditions = normalizer.encode(train.table.values), normalizer.encode(test.table.values)
-    elif cfg.diffusion.skip == "grain" and cfg.diffusion.grain == 0:   # stored in the run's config from here on
+    elif cfg.diffusion.grain == 0:                # measured once, stored in the run's config from here on
         cfg.diffusion.grain = round(grain_level(train.frames), 3)
     trainer = Trainer(cfg, train, test, normalizer, device, ddp)
     if state is not None:
@@ -459,7 +460,8 @@ def setup(args: argparse.Namespace, launched: float) -> Session:
         n_params = sum(p.numel() for p in trainer.net.parameters())
         repeat = cfg.train.fracture_repeat
         broken = f" ({trainer.n_after_fracture} after fracture, drawn {repeat}x)" if repeat > 1 else ""
-        grain = f", grain {cfg.diffusion.grain:g} levels passed through" if cfg.diffusion.skip == "grain" else ""
+        grain = {"grain": " passed through", "none": " kept by the sampler" if cfg.sample.keep_grain else ""}
+        grain = f", grain {cfg.diffusion.grain:g} levels{grain[cfg.diffusion.skip]}"
         print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames{broken}{grain}, "
               f"global batch {trainer.global_batch}, {trainer.precision} on {device}"
               + (f" x {ddp.world} processes" if ddp.world > 1 else ""))
