@@ -224,3 +224,12 @@ def test_synth_all_writes_one_evaluation_table(tmp_path, capsys):
     table = pd.read_csv(tmp_path / "all.csv")
     assert len(table) == 24 and table.filepath.str.contains("data2").sum() == 12
     assert not (tmp_path / "train.csv").exists() and "all.csv" in capsys.readouterr().out
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback():
+    """`python -m thinfilm... | head -1`: the reader stops early; the command stops quietly."""
+    code = "from thinfilm import cli\ndef main(argv):\n    for i in range(200000): print(i)\ncli(main)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run(f"{sys.executable} -c '{code}' | head -1", shell=True, capture_output=True, text=True,
+                          env=env)
+    assert proc.stdout == "0\n" and "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr

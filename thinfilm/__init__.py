@@ -5,6 +5,7 @@ into a one-line message and a non-zero exit for every command-line entry point.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -25,3 +26,6 @@ def cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:              # output piped into a reader that stopped (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error when Python flushes
+        raise SystemExit(1) from None

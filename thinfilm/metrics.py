@@ -104,12 +104,14 @@ def grain(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return hp[:, mask[1:-1, 1:-1]].std(1)
 
 
-def grain_level(frames: np.ndarray, most: int = 256) -> float:
+def grain_level(frames: np.ndarray, pixels: int = 2**24) -> float:
     """The fine grain of whole frames [N, R, R], 8-bit levels: a robust std (1.4826 x the median absolute
     deviation) of `highpass` over every pixel, so that edges and marks, a few pixels in a frame, barely
     count (they bias it upward by about the fraction of pixels they cover). White noise of std s gives
-    s (`grain` gives s sqrt(8/9)); flat frames quantised to 8 bits give ~0. At most `most` frames,
-    evenly spaced, are read (a memory-mapped split of 512-px frames is not loaded whole)."""
+    s (`grain` gives s sqrt(8/9)); flat frames quantised to 8 bits give ~0. Frames evenly spaced over
+    the split, at most `pixels` in all (256 frames at 256 px, 64 at 512 px: a memory-mapped split is
+    not loaded whole, and the float copies stay under ~0.5 GiB)."""
+    most = max(1, pixels // (frames.shape[-1] * frames.shape[-2]))
     frames = frames[np.linspace(0, len(frames) - 1, min(len(frames), most)).round().astype(int)]
     hp = highpass(frames).ravel()
     return float(1.4826 * np.median(np.abs(hp - np.median(hp))) / math.sqrt(8 / 9))
