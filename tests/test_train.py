@@ -32,6 +32,15 @@ def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
         run_train(tmp_path, "train.steps=3", "train.run_name=r")
 
 
+def test_grain_skip_run_samples_without_keeping_grain(run_train, tmp_path):
+    """The training-time alternative to keep_grain: the network trained around w(t) x_t, the grain stored."""
+    run_train(tmp_path, "train.steps=2", "train.run_name=skip", "train.sample_every=2", 'diffusion.skip="grain"',
+              "sample.keep_grain=false")
+    run = tmp_path / "runs" / "skip"
+    d = checkpoint.load_model(run).config.diffusion
+    assert d.skip == "grain" and d.grain > 0.5 and (run / "samples" / "step_0000002.png").is_file()
+
+
 def test_bf16_autocast_run(run_train, tmp_path):
     """The mixed-precision path (bf16 autocast, fp32 master weights) trains and writes fp32 weights."""
     run_train(tmp_path, "train.steps=2", "train.run_name=bf", "train.precision=bf16")
