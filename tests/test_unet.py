@@ -21,7 +21,8 @@ def small(**kw) -> UNet:
     return net
 
 
-@pytest.mark.parametrize("kw", [{}, {"patch_size": 2, "coords": True}, {"n_conditions": 10}])
+@pytest.mark.parametrize("kw", [{}, {"patch_size": 2, "coords": True}, {"n_conditions": 10},
+                                {"patch_size": 2, "unpatch": "resize"}])
 def test_shape_and_dependence_on_condition_and_time(kw):
     net = small(**kw)
     c = net.n_conditions
@@ -30,6 +31,15 @@ def test_shape_and_dependence_on_condition_and_time(kw):
     assert out.shape == x.shape
     assert not torch.allclose(out, net(x, t, cond + 0.5), atol=1e-5)
     assert not torch.allclose(out, net(x, torch.tensor([11, 700]), cond), atol=1e-5)
+
+
+def test_resize_unpatch_has_no_patch_phase_pattern():
+    """A spatially constant patch feature map comes back to pixels constant (away from the border) with
+    "resize"; "shuffle" gives each of the 2 x 2 pixels of a patch its own value."""
+    h = torch.randn(1, 8, 1, 1).expand(1, 8, 8, 8)                               # channels[0] = 8, 16 px / 2
+    for unpatch, flat in (("resize", True), ("shuffle", False)):
+        pixels = small(patch_size=2, unpatch=unpatch).unpatch(h)[..., 4:-4, 4:-4]          # [1, k - 1, 8, 8]
+        assert torch.allclose(pixels, pixels[..., :1, :1].expand_as(pixels), atol=1e-6) == flat
 
 
 def test_null_and_partial_conditions_are_their_own_states():

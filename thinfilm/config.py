@@ -52,6 +52,8 @@ class ModelConfig:
     dropout: float = 0.0
     patch_size: int = 1                  # fold p x p pixels into channels: the UNet runs at R / p
     coords: bool = False                 # append x / y position maps to the input
+    unpatch: Literal["shuffle", "resize"] = "shuffle"   # patch_size > 1, back to pixels: pixel shuffle of
+                                         # per-phase channels, or nearest upsampling + a 3x3 conv (UNet)
 
 
 @dataclass

@@ -90,7 +90,7 @@ class UNet(nn.Module):
     def __init__(self, n_conditions: int, resolution: int, channels: Sequence[int] = (128, 128, 256, 256, 512, 512),
                  layers_per_block: int = 2, attention_levels: Sequence[int] = (4,), mid_attention: bool = True,
                  head_channels: int = 64, dropout: float = 0.0, in_channels: int = 1, patch_size: int = 1,
-                 coords: bool = False):
+                 coords: bool = False, unpatch: str = "shuffle"):
         super().__init__()
         levels = len(channels)
         factor = patch_size * 2 ** (levels - 1)
@@ -137,11 +137,18 @@ class UNet(nn.Module):
         else:
             # unfold the patches back to pixels, then one full-resolution ResBlock that also sees x_t
             # itself: per-pixel detail no longer has to travel through patch channels
-            # (docs/experiments.md, "A full-resolution head").
+            # (docs/experiments.md, "A full-resolution head"). "shuffle" gives each pixel of a patch its
+            # own channels (and biases): a flat region comes out with a faint 2x2 phase pattern;
+            # "resize" upsamples and convolves at full resolution, the same filter at every pixel (#unpatch).
             k = max(8, c // 2)
-            self.unpatch = nn.Sequential(_norm(c), nn.SiLU(),
-                                         nn.Conv2d(c, (k - in_channels) * patch_size**2, 3, padding=1),
-                                         nn.PixelShuffle(patch_size))
+            if unpatch == "shuffle":
+                back = [nn.Conv2d(c, (k - in_channels) * patch_size**2, 3, padding=1), nn.PixelShuffle(patch_size)]
+            elif unpatch == "resize":
+                back = [nn.Conv2d(c, 2 * k, 3, padding=1), nn.Upsample(scale_factor=patch_size, mode="nearest"),
+                        nn.Conv2d(2 * k, k - in_channels, 3, padding=1)]
+            else:
+                raise ValueError(f"model.unpatch {unpatch!r}: use shuffle or resize")
+            self.unpatch = nn.Sequential(_norm(c), nn.SiLU(), *back)
             self.head_block = ResBlock(k, k, emb_dim)
             self.out = nn.Sequential(_norm(k), nn.SiLU(), _zero(nn.Conv2d(k, in_channels, 3, padding=1)))
 
@@ -150,7 +157,8 @@ class UNet(nn.Module):
         """The network an experiment config describes (contract: used by the peer benchmark too)."""
         m = cfg.model
         return cls(len(cfg.data.columns), cfg.data.resolution, m.channels, m.layers_per_block,
-                   m.attention_levels, m.mid_attention, m.head_channels, m.dropout, 1, m.patch_size, m.coords)
+                   m.attention_levels, m.mid_attention, m.head_channels, m.dropout, 1, m.patch_size, m.coords,
+                   m.unpatch)
 
     @staticmethod
     def null_condition(cond: Tensor) -> Tensor:
