@@ -460,8 +460,9 @@ def setup(args: argparse.Namespace, launched: float) -> Session:
         n_params = sum(p.numel() for p in trainer.net.parameters())
         repeat = cfg.train.fracture_repeat
         broken = f" ({trainer.n_after_fracture} after fracture, drawn {repeat}x)" if repeat > 1 else ""
-        how = {"grain": " passed through", "none": " kept by the sampler" if cfg.sample.keep_grain else ""}
-        grain = f", grain {cfg.diffusion.grain:g} levels{how[cfg.diffusion.skip]}"
+        kept = " kept by the sampler" if cfg.sample.keep_grain else ""
+        how = " passed through" if cfg.diffusion.skip == "grain" else kept
+        grain = f", grain {cfg.diffusion.grain:g} levels{how}"
         print(f"run {run.path}: {n_params / 1e6:.2f} M parameters, {len(train.frames)} training frames{broken}{grain}, "
               f"global batch {trainer.global_batch}, {trainer.precision} on {device}"
               + (f" x {ddp.world} processes" if ddp.world > 1 else ""))
