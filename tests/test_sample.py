@@ -119,6 +119,7 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
         (["--ckpt", tmp_path / "none.pt", "--values", "x1=1"], "checkpoint not found"),
         (["--ckpt", ckpt, "--values", "x1=1", "--steps", "0"], "--steps 0: must be at least 1"),
         (["--ckpt", ckpt, "--values", "x1=1", "--device", "gpu7"], "--device 'gpu7'"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--device", "cpu", "--cuda-graph"], "--cuda-graph: needs a CUDA"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exit_:

@@ -112,7 +112,7 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     """Defaults for drawing frames (training previews and `thinfilm.sample`)."""
-    sampler: Literal["ddim", "ddpm", "dpmpp2m"] = "ddim"   # dpmpp2m: DPM-Solver++(2M), deterministic
+    sampler: Literal["ddim", "ddpm", "dpmpp2m"] = "ddim"   # dpmpp2m: DPM-Solver++(2M); eta > 0: its SDE form
     steps: int = 50
     spacing: Literal["trailing", "karras"] = "trailing"   # how the steps are spread over t (diffusion.steps_for)
     eta: float = 0.0

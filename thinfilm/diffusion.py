@@ -228,7 +228,8 @@ class GaussianDiffusion:
         """Draw x_0 [shape] by running `denoise` from noise (or from `x_init` noised to `strength`).
 
         sampler: "ddpm" (ancestral, posterior variance beta_tilde), "ddim" (eta: 0 deterministic,
-        1 = DDPM's variance) or "dpmpp2m" (DPM-Solver++(2M), deterministic; eta is not used).
+        1 = DDPM's variance) or "dpmpp2m" (DPM-Solver++(2M); eta 0: the ODE solver, eta > 0: its SDE
+        form, which at eta 1 and first order is DDPM's ancestral step; `dpmpp2m_step`).
         steps: None = all T; `spacing`: how they are spread (`steps_for`).
         strength in (0, 1]: image-to-image starts at the timestep strength * T from x_init (1 = pure
         noise; x_init ignored). clip: clamp x0_hat to [-1, 1] and re-derive eps_hat from it so the
@@ -239,12 +240,7 @@ class GaussianDiffusion:
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         device = device or (x_init.device if x_init is not None else "cpu")
-        if sampler == "dpmpp2m":
-            # no separate step at t = 0: from the last t > 0 the first-order step lands on the clean image
-            # (a step 20 -> 0 after 41 -> 20 would extrapolate with r = h_prev / h ~ 0.3 and overshoot)
-            schedule = self.steps_for(None if steps is None else steps + 1, spacing)[:-1]
-        else:
-            schedule = self.steps_for(None if sampler == "ddpm" else steps, spacing)
+        schedule = self.steps_for(None if sampler == "ddpm" else steps, spacing)
         noise = randn(shape, generator, device)
         if x_init is not None and strength < 1.0:
             start = strength * self.timesteps - 1
@@ -266,13 +262,16 @@ class GaussianDiffusion:
                 a = self.alpha_bar(tt, x)
                 x0 = pred.x0.clamp(-1, 1)
                 pred = Prediction(x0, (x - a.sqrt() * x0) / (1 - a).sqrt())
-            if sampler == "dpmpp2m":
-                prev = torch.full_like(tt, t_prev)
-                x, previous = dpmpp2m_step(x, pred.x0, self.alpha_bar(tt, x), self.alpha_bar(prev, x), previous)
-                continue
             stochastic = sampler == "ddpm" or eta > 0
             z = randn(shape, generator, device) if t_prev >= 0 and stochastic else torch.zeros_like(x)
-            if sampler == "ddpm":
+            if sampler == "dpmpp2m":
+                prev = torch.full_like(tt, t_prev)
+                # the step into the last timestep (t = 0 unless few trailing steps) at first order: its
+                # logSNR jump is the largest, and extrapolating across it (r = h_prev / h ~ 0.3) overshoots
+                order1 = i + 2 >= len(schedule)
+                x, previous = dpmpp2m_step(x, pred.x0, self.alpha_bar(tt, x), self.alpha_bar(prev, x),
+                                           None if order1 else previous, eta, z)
+            elif sampler == "ddpm":
                 x = self.ddpm_step(x, pred, tt, z)
             else:
                 prev = torch.full_like(tt, t_prev)
@@ -295,13 +294,21 @@ def ddim_step(pred: Prediction, a_t: Tensor, a_prev: Tensor, eta: float, noise: 
     return a_prev.sqrt() * pred.x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * pred.eps + sigma * noise
 
 
-def dpmpp2m_step(x_t: Tensor, x0_hat: Tensor, a_t: Tensor, a_next: Tensor,
-                 previous: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """One DPM-Solver++(2M) update from t to the next (less noisy) timestep (Lu et al. 2022, Algorithm 2),
-    in lambda = log(alpha / sigma) with alpha = sqrt(a), sigma = sqrt(1 - a). `previous` is the last
-    step's (x0_hat, h), None at the first step. The step into the clean image (a_next = 1, sigma 0,
-    an infinite lambda step) is taken at first order: it returns x0_hat itself, the usual remedy for
-    the huge last logSNR jump of few-step runs. Returns x_next and this step's (x0_hat, h)."""
+def dpmpp2m_step(x_t: Tensor, x0_hat: Tensor, a_t: Tensor, a_next: Tensor, previous: tuple[Tensor, Tensor] | None,
+                 eta: float = 0.0, noise: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """One DPM-Solver++(2M) update from t to the next (less noisy) timestep, in lambda = log(alpha / sigma)
+    with alpha = sqrt(a), sigma = sqrt(1 - a), h = lambda_next - lambda_t (Lu et al. 2022, Algorithm 2).
+
+    eta = 0: the ODE solver, x_next = (sigma_n / sigma_t) x_t + alpha_n (1 - e^-h) D. eta > 0: the SDE
+    form (ibid., the data-prediction SDE solver), which keeps a fraction e^(-eta h) of the path and
+    adds fresh noise in its place: x_next = (sigma_n / sigma_t) e^(-eta h) x_t
+    + alpha_n (1 - e^(-(1 + eta) h)) D + sigma_n sqrt(1 - e^(-2 eta h)) noise; at eta 1 and first
+    order that is DDPM's posterior step from t to t_next. D = x0_hat at the first step; after it the
+    2M corrector D = x0_hat + (x0_hat - x0_prev) / (2 r), r = h_prev / h, with the (1 - e^(-(1 + eta) h))
+    of the step itself (the midpoint form; eta 0 gives Algorithm 2 exactly).
+    `previous` is the last step's (x0_hat, h), None at the first step. The step into the clean image
+    (a_next = 1, sigma 0, an infinite lambda step) is taken at first order: it returns x0_hat itself,
+    the usual remedy for the huge last logSNR jump of few-step runs. Returns x_next and (x0_hat, h)."""
     alpha_t, sigma_t = a_t.sqrt(), (1 - a_t).sqrt()
     alpha_n, sigma_n = a_next.sqrt(), (1 - a_next).sqrt()
     if bool((sigma_n == 0).all()):
@@ -310,6 +317,8 @@ def dpmpp2m_step(x_t: Tensor, x0_hat: Tensor, a_t: Tensor, a_next: Tensor,
     d = x0_hat
     if previous is not None:
         r = previous[1] / h                                                   # r_i = h_{i-1} / h_i
-        d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * previous[0]           # eq. (2M) corrector
-    x_next = (sigma_n / sigma_t) * x_t - alpha_n * torch.expm1(-h) * d
+        d = x0_hat + (x0_hat - previous[0]) / (2 * r)                         # the (2M) corrector
+    x_next = (sigma_n / sigma_t) * torch.exp(-eta * h) * x_t - alpha_n * torch.expm1(-(1 + eta) * h) * d
+    if eta > 0:
+        x_next = x_next + sigma_n * (-torch.expm1(-2 * eta * h)).sqrt() * noise
     return x_next, (x0_hat, h)
