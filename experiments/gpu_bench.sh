@@ -24,7 +24,7 @@ for cfg in pmma_256 pmma_512; do
   run "${cfg}_bf16_graph_syncfree" 75 --config "experiments/$cfg.toml" --precision bf16 "${cheap[@]}"
   run "${cfg}_bf16_compile" 120 --config "experiments/$cfg.toml" --precision bf16 --compile "${cheap[@]}"
 done
-run pmma_256_bf16_cl 60 --config experiments/pmma_256.toml --precision bf16 --channels-last
+run pmma_256_bf16_nhwc 60 --config experiments/pmma_256.toml --precision bf16 --set model.channels_last=true
 run pmma_256_bf16_batch16 60 --config experiments/pmma_256.toml --precision bf16 --set train.batch_size=16 \
   --set train.grad_accum=1 "${cheap[@]}"
 run pmma_256_fp32 60 --config experiments/pmma_256.toml --precision fp32

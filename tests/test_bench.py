@@ -39,14 +39,6 @@ def net_and_input():
     return net, (torch.randn(3, 1, 16, 16), torch.tensor([1, 500, 999]), torch.randn(3, 8))
 
 
-def test_channels_last_gives_the_same_outputs():
-    net, inputs = net_and_input()
-    with torch.no_grad():
-        eager = net(*inputs)
-        net.to(memory_format=torch.channels_last)
-        assert torch.allclose(net(*inputs), eager, atol=1e-5)
-
-
 @pytest.mark.slow
 def test_compiled_network_gives_the_same_outputs():
     net, inputs = net_and_input()

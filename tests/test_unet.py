@@ -42,6 +42,20 @@ def test_resize_unpatch_has_no_patch_phase_pattern():
         assert torch.allclose(pixels, pixels[..., :1, :1].expand_as(pixels), atol=1e-6) == flat
 
 
+@pytest.mark.parametrize("kw", [{}, {"patch_size": 2, "coords": True, "unpatch": "resize"}])
+def test_channels_last_is_the_same_network(kw):
+    """model.channels_last changes the memory layout only: the same weights give the same outputs, and a
+    state dict moves between the layouts."""
+    plain, nhwc = small(**kw), small(**kw, channels_last=True)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in nhwc.parameters() if p.dim() == 4)
+    nhwc.load_state_dict(plain.state_dict())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in nhwc.parameters() if p.dim() == 4)
+    x, t, cond = torch.randn(2, 1, 16, 16), torch.tensor([10, 500]), torch.randn(2, 3)
+    with torch.no_grad():
+        assert torch.allclose(nhwc(x, t, cond), plain(x, t, cond), atol=1e-5)
+    plain.load_state_dict(nhwc.state_dict())
+
+
 def test_null_and_partial_conditions_are_their_own_states():
     net = small()
     real = torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5], [0.0, 0.0, 0.0], [0.0, float("nan"), 0.0]])

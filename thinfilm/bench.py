@@ -8,9 +8,9 @@ model TFLOP/s (3 x forward FLOPs per image: forward + backward) and MFU against 
 the card's dense bf16 / fp32 datasheet value where known); sampling latency of the config's sampler at
 batch 1 and 16; peak memory (CUDA: allocated by torch; CPU: the process's peak resident set). Every
 timing is the median of --repeats after warm-up, synchronised. Levers: --compile (torch.compile of the
-network, compile time reported), --channels-last, --set train.sync_free=true (a training step without a
-host-device sync, fused AdamW), --cuda-graph (sampling replays the network from CUDA graphs). This is
-the one place the README's speed figures come from.
+network, compile time reported), --set model.channels_last=true|false (NHWC layout), --set
+train.sync_free=true (a training step without a host-device sync, fused AdamW), --cuda-graph (sampling
+replays the network from CUDA graphs). This is the one place the README's speed figures come from.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20        # Linux: KiB
 
 
-def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = False, channels_last: bool = False,
+def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = False,
           peak_tflops: float | None = None, sample_batches: tuple[int, ...] = (1, 16),
           cuda_graph: bool = False) -> dict[str, Any]:
     """The figures described in the module docstring, as a flat dict."""
@@ -79,9 +79,6 @@ def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = F
     cfg.train.compile = compile
     split, norm = fake_split(cfg)
     trainer = Trainer(cfg, split, split, norm, device)
-    if channels_last:
-        trainer.net.to(memory_format=torch.channels_last)
-        trainer.ema.model.to(memory_format=torch.channels_last)
     r, c = cfg.data.resolution, len(cfg.data.columns)
     x, t, cond = torch.zeros(1, 1, r, r, device=device), torch.zeros(1, dtype=torch.long, device=device), \
         torch.zeros(1, c, device=device)
@@ -93,7 +90,7 @@ def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = F
     out: dict[str, Any] = {
         "config": cfg.name, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "precision": precision, "resolution": r, "compile": compile,
-        "channels_last": channels_last, "sync_free": cfg.train.sync_free, "cuda_graph": cuda_graph,
+        "channels_last": cfg.model.channels_last, "sync_free": cfg.train.sync_free, "cuda_graph": cuda_graph,
         "params_M": sum(p.numel() for p in trainer.net.parameters()) / 1e6,
         "fwd_gflop_per_image": gflop, "flop_convention": "multiply-add = 2 FLOPs",
         "train_batch": trainer.global_batch}
@@ -145,7 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
-    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--cuda-graph", action="store_true", help="sampling: replay the network from CUDA graphs")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
@@ -156,8 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cuda_graph and device.type != "cuda":
         raise UserError(f"--cuda-graph: needs a CUDA device, not {device}; drop the flag")
     cfg.train.device = device.type
-    report = bench(cfg, device, args.repeats, args.compile, args.channels_last, args.peak_tflops,
-                   cuda_graph=args.cuda_graph)
+    report = bench(cfg, device, args.repeats, args.compile, args.peak_tflops, cuda_graph=args.cuda_graph)
     print(table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

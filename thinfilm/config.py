@@ -54,6 +54,8 @@ class ModelConfig:
     coords: bool = False                 # append x / y position maps to the input
     unpatch: Literal["shuffle", "resize"] = "shuffle"   # patch_size > 1, back to pixels: pixel shuffle of
                                          # per-phase channels, or nearest upsampling + a 3x3 conv (UNet)
+    channels_last: bool = False          # weights and activations in NHWC: a memory layout, the same network;
+                                         # no faster on the CPU (docs/experiments.md#peer), unmeasured on a GPU
 
 
 @dataclass

@@ -90,7 +90,7 @@ class UNet(nn.Module):
     def __init__(self, n_conditions: int, resolution: int, channels: Sequence[int] = (128, 128, 256, 256, 512, 512),
                  layers_per_block: int = 2, attention_levels: Sequence[int] = (4,), mid_attention: bool = True,
                  head_channels: int = 64, dropout: float = 0.0, in_channels: int = 1, patch_size: int = 1,
-                 coords: bool = False, unpatch: str = "shuffle"):
+                 coords: bool = False, unpatch: str = "shuffle", channels_last: bool = False):
         super().__init__()
         levels = len(channels)
         factor = patch_size * 2 ** (levels - 1)
@@ -151,6 +151,8 @@ class UNet(nn.Module):
             self.unpatch = nn.Sequential(_norm(c), nn.SiLU(), *back)
             self.head_block = ResBlock(k, k, emb_dim)
             self.out = nn.Sequential(_norm(k), nn.SiLU(), _zero(nn.Conv2d(k, in_channels, 3, padding=1)))
+        if channels_last:       # NHWC weights make every convolution produce NHWC activations, input included
+            self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg) -> "UNet":
@@ -158,7 +160,7 @@ class UNet(nn.Module):
         m = cfg.model
         return cls(len(cfg.data.columns), cfg.data.resolution, m.channels, m.layers_per_block,
                    m.attention_levels, m.mid_attention, m.head_channels, m.dropout, 1, m.patch_size, m.coords,
-                   m.unpatch)
+                   m.unpatch, m.channels_last)
 
     @staticmethod
     def null_condition(cond: Tensor) -> Tensor:
