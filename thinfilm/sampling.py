@@ -47,7 +47,8 @@ def guided(net: Network, cond: Tensor, scale: float) -> Denoise:
 class CudaGraphed:
     """`net(x, t, cond)` replayed from a CUDA graph, one per input shape: a call copies its inputs into the
     graph's buffers and launches the network's few hundred kernels as one, so a sampler at batch 1 is no
-    longer bound by launching them. Outputs equal the eager network's (same kernels, same order).
+    longer bound by launching them. The same kernels replayed: the frames should be the eager network's
+    (tests/test_bench.py checks that where CUDA is present; not yet run on a GPU at this writing).
 
     For sampling under no_grad only; the network's weights must not change while this is in use."""
 
