@@ -266,8 +266,8 @@ class GaussianDiffusion:
             z = randn(shape, generator, device) if t_prev >= 0 and stochastic else torch.zeros_like(x)
             if sampler == "dpmpp2m":
                 prev = torch.full_like(tt, t_prev)
-                # the step into the last timestep (t = 0 unless few trailing steps) at first order: its
-                # logSNR jump is the largest, and extrapolating across it (r = h_prev / h ~ 0.3) overshoots
+                # the step into the last timestep (t = 0) at first order: its logSNR jump is the largest,
+                # and extrapolating across it (r = h_prev / h ~ 0.3) overshoots
                 order1 = i + 2 >= len(schedule)
                 x, previous = dpmpp2m_step(x, pred.x0, self.alpha_bar(tt, x), self.alpha_bar(prev, x),
                                            None if order1 else previous, eta, z)

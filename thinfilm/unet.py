@@ -151,7 +151,7 @@ class UNet(nn.Module):
             self.unpatch = nn.Sequential(_norm(c), nn.SiLU(), *back)
             self.head_block = ResBlock(k, k, emb_dim)
             self.out = nn.Sequential(_norm(k), nn.SiLU(), _zero(nn.Conv2d(k, in_channels, 3, padding=1)))
-        if channels_last:       # NHWC weights make every convolution produce NHWC activations, input included
+        if channels_last:       # NHWC weights: every convolution then returns NHWC, the first one's NCHW input too
             self.to(memory_format=torch.channels_last)
 
     @classmethod
