@@ -87,17 +87,20 @@ def test_dpmpp2m_reproduces_gaussian_mixture(schedule, prediction, steps, eta):
     tol_w, tol_m, tol_s = DPM_TOLERANCE[(steps, eta)]
     assert abs(w - 0.7) < tol_w and abs(m0 + 1.0) < tol_m and abs(m1 - 0.8) < tol_m, (w, m0, m1)
     assert abs(s0 - 0.15) < tol_s and abs(s1 - 0.3) < tol_s, (s0, s1)
+    if steps == 50 and eta == 0.0:
+        return
     # the point of a second-order solver: DDIM with as many steps (and the same eta) is further off
     _, d0, e0, d1, e1 = mixture_stats(d.sample(optimal_denoiser(d), SHAPE, sampler="ddim", steps=steps, eta=eta,
                                                generator=torch.Generator().manual_seed(0)))
     if steps == 15:
         assert abs(m0 + 1.0) + abs(m1 - 0.8) < abs(d0 + 1.0) + abs(d1 - 0.8)
-    elif eta == 1.0:
+    else:
         assert abs(s0 - 0.15) + abs(s1 - 0.3) < abs(e0 - 0.15) + abs(e1 - 0.3)
 
 
 def test_dpmpp2m_sde_first_step_is_the_ddpm_posterior_step():
-    """At eta 1 and first order the SDE step from t to s is DDIM's eta-1 step (DDPM's posterior), exactly."""
+    """At first order the SDE step (eta 1) from t to s is DDIM's eta-1 step (DDPM's posterior), and the ODE
+    step (eta 0) DDIM's deterministic one, exactly."""
     d = GaussianDiffusion("linear", 1000, "x0")
     g = torch.Generator().manual_seed(0)
     x_t, x0, z = (torch.randn(8, 1, 4, 4, generator=g) for _ in range(3))
