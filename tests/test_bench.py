@@ -49,19 +49,27 @@ def test_compiled_network_gives_the_same_outputs():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("sampler,eta,guidance", [("ddim", 1.0, 1.0), ("dpmpp2m", 1.0, 2.0)])
-def test_cuda_graphed_sampler_draws_the_eager_frames(sampler, eta, guidance):
-    """Same seeds, same frames: replaying the network from a graph changes nothing but the launch cost
-    (dpmpp2m keeps the last x0 estimate across steps: the replayed output must not alias it; guidance 2
-    runs the network on a doubled batch, a second graph; the last chunk of 5 a third)."""
+@pytest.mark.parametrize("sampler,eta,guidance,img2img", [("ddim", 1.0, 1.0, False), ("dpmpp2m", 1.0, 2.0, False),
+                                                          ("ddim", 0.0, 1.0, True)])
+def test_cuda_graph_replayed_sampler_draws_the_eager_frames(sampler, eta, guidance, img2img):
+    """Same seeds, same frames: a whole run replayed from a CUDA graph changes nothing but the launch cost
+    (guidance 2 runs the network on a doubled batch; the last chunk of 2 is a second graph; a second call
+    with the same dict replays the graphs it holds, with other conditions, seeds and start image)."""
     from thinfilm.diffusion import GaussianDiffusion
-    from thinfilm.sampling import CudaGraphed, generate
+    from thinfilm.sampling import generate
 
     net, _ = net_and_input()
     net = net.cuda()
     diffusion = GaussianDiffusion("linear", 1000, "x0")
-    cond = torch.randn(5, 8)
-    draw = lambda network: generate(network, diffusion, cond, list(range(5)), sampler=sampler, steps=12,  # noqa: E731
-                                    eta=eta, guidance=guidance, clip=True, batch_size=3, device="cuda",
-                                    grain=0.01)
-    assert torch.allclose(draw(CudaGraphed(net)), draw(net), atol=1e-4)
+    graphs = {}
+
+    def draw(cond, seed, graphs):
+        init = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1 if img2img else None
+        return generate(net, diffusion, cond, list(range(seed, seed + 5)), sampler=sampler, steps=12, eta=eta,
+                        guidance=guidance, clip=True, batch_size=3, device="cuda", grain=0.01, x_init=init,
+                        strength=0.6 if img2img else 1.0, graphs=graphs)
+
+    for seed in (0, 10):
+        cond = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed))
+        assert torch.allclose(draw(cond, seed, graphs), draw(cond, seed, None), atol=1e-4)
+        assert len(graphs) == 2

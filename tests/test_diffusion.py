@@ -209,6 +209,28 @@ def test_same_seed_same_samples_and_per_row_generators():
     assert torch.allclose(rows[2:3], one, atol=1e-6)
 
 
+@pytest.mark.parametrize("sampler,steps,eta,strength", [("ddpm", None, 0.0, 1.0), ("ddim", 20, 1.0, 1.0),
+                                                         ("ddim", 20, 0.0, 1.0), ("dpmpp2m", 12, 1.0, 1.0),
+                                                         ("dpmpp2m", 12, 0.0, 0.6), ("ddim", 20, 1.0, 0.3)])
+def test_predrawn_noise_gives_the_generators_frames(sampler, steps, eta, strength):
+    """A run given its noise ahead (`draws` of it, `predrawn` from the frames' generators: what a CUDA graph
+    replays) is the run that draws from the generators as it goes, to the bit; a wrong count is refused."""
+    from thinfilm.sampling import predrawn
+
+    d = GaussianDiffusion("linear", 1000, "v")
+    den, shape = optimal_denoiser(d), (3, 1, 4, 4)
+    gens = lambda: [torch.Generator().manual_seed(7 + i) for i in range(3)]  # noqa: E731
+    x_init = torch.randn(shape, generator=torch.Generator().manual_seed(1)) if strength < 1 else None
+    run = dict(sampler=sampler, steps=steps, eta=eta, x_init=x_init, strength=strength, spacing="karras", clip=True)
+    n = d.draws(sampler, steps, eta, "karras", strength)
+    assert n == 1 + (eta > 0 or sampler == "ddpm") * (len(d.plan(sampler, steps, "karras", strength)) - 1)
+    eager = d.sample(den, shape, generator=gens(), **run)
+    ahead = d.sample(den, shape, noise=predrawn(shape, gens(), n), **run)
+    assert torch.equal(eager, ahead)
+    with pytest.raises(ValueError, match="draws given"):
+        d.sample(den, shape, noise=predrawn(shape, gens(), n + 1), **run)
+
+
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_min_snr_is_min_snr_times_x0_error(prediction):
     """Whatever the target, the min-SNR loss is min(SNR, gamma) (raised to `floor`) x the squared error of the

@@ -11,6 +11,7 @@ Lin et al. 2024 (DDIM spacing that includes t = T - 1).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -220,11 +221,25 @@ class GaussianDiffusion:
             raise ValueError(f"spacing {spacing!r}: use trailing or karras")
         return sorted({int(round(t)) for t in points}, reverse=True)
 
+    def plan(self, sampler: str, steps: int | None = None, spacing: str = "trailing",
+             strength: float = 1.0) -> list[int]:
+        """The descending timesteps a `sample` call visits: `steps_for` (all T for ddpm), and for
+        image-to-image (strength < 1) only those at or below strength * T."""
+        schedule = self.steps_for(None if sampler == "ddpm" else steps, spacing)
+        return schedule if strength >= 1.0 else [t for t in schedule if t <= strength * self.timesteps - 1]
+
+    def draws(self, sampler: str, steps: int | None = None, eta: float = 0.0, spacing: str = "trailing",
+              strength: float = 1.0) -> int:
+        """How many noise tensors a `sample` call draws: the start, then one per stochastic step that
+        does not end at the clean image (the length of its `noise` argument)."""
+        stochastic = sampler == "ddpm" or eta > 0
+        return 1 + stochastic * max(0, len(self.plan(sampler, steps, spacing, strength)) - 1)
+
     @torch.no_grad()
     def sample(self, denoise: Denoise, shape: Sequence[int], sampler: str = "ddpm", steps: int | None = None,
                eta: float = 0.0, generator: Generators = None, x_init: Tensor | None = None,
                strength: float = 1.0, clip: bool = False, device: torch.device | str | None = None,
-               progress: bool = False, spacing: str = "trailing") -> Tensor:
+               progress: bool = False, spacing: str = "trailing", noise: Tensor | None = None) -> Tensor:
         """Draw x_0 [shape] by running `denoise` from noise (or from `x_init` noised to `strength`).
 
         sampler: "ddpm" (ancestral, posterior variance beta_tilde), "ddim" (eta: 0 deterministic,
@@ -234,25 +249,35 @@ class GaussianDiffusion:
         strength in (0, 1]: image-to-image starts at the timestep strength * T from x_init (1 = pure
         noise; x_init ignored). clip: clamp x0_hat to [-1, 1] and re-derive eps_hat from it so the
         update stays consistent.
+        noise: the draws pre-drawn, [`draws(...)`, *shape] on `device`, in the order they are used (the
+        start, then each stochastic step's); None draws them from `generator` as they are needed. With it,
+        nothing in the loop reads a tensor back to the host: the run can be captured as a CUDA graph.
         """
         if sampler not in ("ddpm", "ddim", "dpmpp2m"):
             raise ValueError(f"sampler {sampler!r}: use ddpm, ddim or dpmpp2m")
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         device = device or (x_init.device if x_init is not None else "cpu")
-        schedule = self.steps_for(None if sampler == "ddpm" else steps, spacing)
-        noise = randn(shape, generator, device)
-        if x_init is not None and strength < 1.0:
-            start = strength * self.timesteps - 1
-            schedule = [t for t in schedule if t <= start]
+        img2img = x_init is not None and strength < 1.0
+        schedule = self.plan(sampler, steps, spacing, strength if img2img else 1.0)
+        if noise is not None:
+            needed = self.draws(sampler, steps, eta, spacing, strength if img2img else 1.0)
+            if len(noise) != needed:
+                raise ValueError(f"noise: {len(noise)} draws given, this run takes {needed}")
+            draw = iter(noise)
+        else:
+            draw = (randn(shape, generator, device) for _ in itertools.count())
+        start = next(draw)
+        if img2img:
             if not schedule:
                 return x_init.float().to(device).clone()
             t0 = torch.full((shape[0],), schedule[0], device=device, dtype=torch.long)
-            x = self.q_sample(x_init.to(device), t0, noise)               # "start from the middle"
+            x = self.q_sample(x_init.to(device), t0, start)               # "start from the middle"
         else:
-            x = noise
+            x = start
         from tqdm import tqdm
 
+        stochastic = sampler == "ddpm" or eta > 0
         previous: tuple[Tensor, Tensor] | None = None           # dpmpp2m: the last step's (x0_hat, lambda step)
         for i, t in enumerate(tqdm(schedule, desc=sampler, leave=False, disable=not progress)):
             t_prev = schedule[i + 1] if i + 1 < len(schedule) else -1
@@ -262,12 +287,14 @@ class GaussianDiffusion:
                 a = self.alpha_bar(tt, x)
                 x0 = pred.x0.clamp(-1, 1)
                 pred = Prediction(x0, (x - a.sqrt() * x0) / (1 - a).sqrt())
-            stochastic = sampler == "ddpm" or eta > 0
-            z = randn(shape, generator, device) if t_prev >= 0 and stochastic else torch.zeros_like(x)
+            z = next(draw) if t_prev >= 0 and stochastic else None       # the last step adds no noise
             if sampler == "dpmpp2m":
+                if t_prev < 0:             # into the clean image (an infinite logSNR step) at first order: x0_hat
+                    x = pred.x0
+                    continue
                 prev = torch.full_like(tt, t_prev)
-                # the step into the last timestep (t = 0) at first order: its logSNR jump is the largest,
-                # and extrapolating across it (r = h_prev / h ~ 0.3) overshoots
+                # the step into the last timestep (t = 0) at first order as well: its logSNR jump is the
+                # largest, and extrapolating across it (r = h_prev / h ~ 0.3) overshoots
                 order1 = i + 2 >= len(schedule)
                 x, previous = dpmpp2m_step(x, pred.x0, self.alpha_bar(tt, x), self.alpha_bar(prev, x),
                                            None if order1 else previous, eta, z)
@@ -278,20 +305,23 @@ class GaussianDiffusion:
                 x = ddim_step(pred, self.alpha_bar(tt, x), self.alpha_bar(prev, x), eta, z)
         return x
 
-    def ddpm_step(self, x_t: Tensor, pred: Prediction, t: Tensor, noise: Tensor) -> Tensor:
-        """Ancestral step (Ho et al. eqs. 6-7): mean of q(x_{t-1} | x_t, x0_hat) + sqrt(beta_tilde) z."""
+    def ddpm_step(self, x_t: Tensor, pred: Prediction, t: Tensor, noise: Tensor | None) -> Tensor:
+        """Ancestral step (Ho et al. eqs. 6-7): mean of q(x_{t-1} | x_t, x0_hat) + sqrt(beta_tilde) z
+        (the mean alone for noise None: the last step, t = 0, has beta_tilde 0)."""
         a_t = self.alpha_bar(t, x_t)
         a_prev = self.alpha_bar(t - 1, x_t)
         beta = self._at("betas", t, x_t)
         mean = (a_prev.sqrt() * beta / (1 - a_t)) * pred.x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x_t
         var = beta * (1 - a_prev) / (1 - a_t)                                 # beta_tilde, eq. 7
-        return mean + var.sqrt() * noise
+        return mean if noise is None else mean + var.sqrt() * noise
 
 
-def ddim_step(pred: Prediction, a_t: Tensor, a_prev: Tensor, eta: float, noise: Tensor) -> Tensor:
-    """One DDIM update (Song et al. 2021, eq. 12); sigma from eq. 16. Tensors broadcast as [B, 1, ...]."""
+def ddim_step(pred: Prediction, a_t: Tensor, a_prev: Tensor, eta: float, noise: Tensor | None) -> Tensor:
+    """One DDIM update (Song et al. 2021, eq. 12); sigma from eq. 16. Tensors broadcast as [B, 1, ...].
+    noise None: no noise term (eta 0, or the last step, where sigma is 0)."""
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-    return a_prev.sqrt() * pred.x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * pred.eps + sigma * noise
+    x = a_prev.sqrt() * pred.x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * pred.eps
+    return x if noise is None else x + sigma * noise
 
 
 def dpmpp2m_step(x_t: Tensor, x0_hat: Tensor, a_t: Tensor, a_next: Tensor, previous: tuple[Tensor, Tensor] | None,
@@ -306,13 +336,12 @@ def dpmpp2m_step(x_t: Tensor, x0_hat: Tensor, a_t: Tensor, a_next: Tensor, previ
     order that is DDPM's posterior step from t to t_next. D = x0_hat at the first step; after it the
     2M corrector D = x0_hat + (x0_hat - x0_prev) / (2 r), r = h_prev / h, with the (1 - e^(-(1 + eta) h))
     of the step itself (the midpoint form; eta 0 gives Algorithm 2 exactly).
-    `previous` is the last step's (x0_hat, h), None at the first step. The step into the clean image
-    (a_next = 1, sigma 0, an infinite lambda step) is taken at first order: it returns x0_hat itself,
-    the usual remedy for the huge last logSNR jump of few-step runs. Returns x_next and (x0_hat, h)."""
+    `previous` is the last step's (x0_hat, h), None at the first step. a_next < 1: the step into the
+    clean image (sigma 0, an infinite lambda step) is x0_hat itself at first order, the usual remedy for
+    the huge last logSNR jump of few-step runs; `sample` takes it without this function (no branch on a
+    tensor's value here: nothing is read back to the host). Returns x_next and (x0_hat, h)."""
     alpha_t, sigma_t = a_t.sqrt(), (1 - a_t).sqrt()
     alpha_n, sigma_n = a_next.sqrt(), (1 - a_next).sqrt()
-    if bool((sigma_n == 0).all()):
-        return x0_hat, (x0_hat, torch.full_like(a_t, math.inf))
     h = torch.log(alpha_n / sigma_n) - torch.log(alpha_t / sigma_t)           # lambda_next - lambda_t > 0
     d = x0_hat
     if previous is not None:

@@ -41,6 +41,12 @@ def pick_device(want: str, what: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def require_cuda(device: torch.device, flag: str) -> None:
+    """A one-line error when an option that only CUDA has (`flag`) meets another device."""
+    if device.type != "cuda":
+        raise UserError(f"{flag}: needs a CUDA device, not {device}; drop the flag")
+
+
 # --------------------------------------------------------------------------------- precision
 def cpu_bf16_fast() -> bool:
     """True on CPUs with native bf16 matrix instructions: AMX tiles (Intel Sapphire Rapids and later) or
@@ -68,9 +74,11 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
-    """The one AMP path: autocast to `dtype` on `device`, or a no-op for None."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+def autocast(device: torch.device, dtype: torch.dtype | None, cache: bool = True) -> AbstractContextManager:
+    """The one AMP path: autocast to `dtype` on `device`, or a no-op for None. cache False: weights are
+    cast again at each use instead of once per region (what a CUDA graph capture requires)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
+                          cache_enabled=cache)
 
 
 # ------------------------------------------------------------------------------- distributed

@@ -22,8 +22,8 @@ import torch
 from thinfilm import UserError, checkpoint, cli
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.runtime import autocast_dtype, pick_device
-from thinfilm.sampling import CudaGraphed, frame_seed, generate, kept_grain
+from thinfilm.runtime import autocast_dtype, pick_device, require_cuda
+from thinfilm.sampling import frame_seed, generate, kept_grain
 
 
 class SampleError(UserError):
@@ -170,7 +170,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: bf16 autocast where it is fast (CUDA, CPUs with bf16 units), else fp32")
     p.add_argument("--cuda-graph", action="store_true",
-                   help="replay the network from CUDA graphs: faster small batches on a GPU")
+                   help="replay each batch's whole sampler run from a CUDA graph: faster small batches on a "
+                        "GPU (the first batch of each size runs twice: a warm-up, then the capture)")
     p.add_argument("--init-image", help="image-to-image: a frame (cropped with the checkpoint's ROI)")
     p.add_argument("--strength", type=float, default=0.5, help="image-to-image noise level in (0, 1]")
     p.add_argument("--full-aspect", action="store_true", help="also write frames at the ROI's aspect in full/")
@@ -184,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise SampleError(f"{flag} {value}: must be at least 1")
-    if args.cuda_graph and device.type != "cuda":
-        raise SampleError(f"--cuda-graph: needs a CUDA device, not {device}; drop the flag")
+    if args.cuda_graph:
+        require_cuda(device, "--cuda-graph")
     loaded = checkpoint.load_model(args.ckpt, ema=not args.no_ema, device=device)
     cfg, norm = loaded.config, loaded.normalizer
     s = cfg.sample
@@ -226,12 +227,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SampleError(f"--init-image: {err}") from None
 
     diffusion = GaussianDiffusion.from_config(cfg)
-    net = CudaGraphed(loaded.net) if args.cuda_graph else loaded.net
-    x = generate(net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
+    x = generate(loaded.net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
                  guidance=guidance, clip=s.clip and not args.no_clip, batch_size=args.batch_size or s.batch_size,
                  device=device, x_init=x_init, strength=args.strength if x_init is not None else 1.0,
                  amp=autocast_dtype(args.precision, device), progress=not args.quiet, spacing=spacing,
-                 grain=kept_grain(cfg))
+                 grain=kept_grain(cfg), graphs={} if args.cuda_graph else None)
     out = Path(args.out)
     write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
                   film=bool(args.sweep or args.path))
