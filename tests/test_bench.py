@@ -13,7 +13,7 @@ from conftest import TINY
 FIELDS = {"params_M", "fwd_gflop_per_image", "flop_convention", "train_batch", "first_step_s", "train_s_per_step",
           "train_images_per_s", "train_tflops", "peak_tflops", "train_mfu", "train_peak_memory_gib",
           "sample_ddim50_batch1_s", "sample_ddim50_batch16_s", "peak_memory_gib", "device", "torch", "precision",
-          "compile", "channels_last", "sync_free", "cuda_graph"}
+          "compile", "channels_last", "low_precision_norm", "sync_free", "cuda_graph"}
 
 
 def test_bench_reports_every_figure(tmp_path, capsys):

@@ -6,7 +6,7 @@ import torch
 
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.sampling import guided
-from thinfilm.unet import Attention, UNet
+from thinfilm.unet import Attention, GroupNorm, UNet
 
 
 def small(**kw) -> UNet:
@@ -54,6 +54,35 @@ def test_channels_last_is_the_same_network(kw):
     with torch.no_grad():
         assert torch.allclose(nhwc(x, t, cond), plain(x, t, cond), atol=1e-5)
     plain.load_state_dict(nhwc.state_dict())
+
+
+def test_low_precision_norm_is_the_same_network():
+    """model.low_precision_norm runs group norms in autocast's dtype (an fp32 input too, which CUDA autocast
+    would normalise in fp32): the same weights, outputs within bf16 rounding of the default under autocast,
+    and identical without autocast (the switch is then inert)."""
+    plain, low = small(patch_size=2, coords=True), small(patch_size=2, coords=True, low_precision_norm=True)
+    assert all(m.low_precision for m in low.modules() if isinstance(m, GroupNorm))
+    x, t, cond = torch.randn(2, 1, 16, 16), torch.tensor([10, 500]), torch.randn(2, 3)
+    with torch.no_grad():
+        assert torch.equal(low(x, t, cond), plain(x, t, cond))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref, out = plain(x, t, cond).float(), low(x, t, cond).float()
+            h = torch.randn(2, 8, 4, 4)
+            assert plain.down[0][0].norm1(h).dtype == torch.float32
+            assert low.down[0][0].norm1(h).dtype == torch.bfloat16
+    assert 0 < (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA autocast's fp32 list needs a CUDA device")
+def test_low_precision_norm_on_cuda_skips_the_fp32_upcast():
+    plain, low = small().cuda(), small(low_precision_norm=True).cuda()
+    x, t, cond = torch.randn(2, 1, 16, 16).cuda(), torch.tensor([10, 500]).cuda(), torch.randn(2, 3).cuda()
+    h = torch.randn(2, 8, 4, 4).cuda().bfloat16()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        assert plain.down[0][0].norm1(h).dtype == torch.float32          # autocast's fp32 list
+        assert low.down[0][0].norm1(h).dtype == torch.bfloat16
+        ref, out = plain(x, t, cond).float(), low(x, t, cond).float()
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
 
 
 def test_null_and_partial_conditions_are_their_own_states():

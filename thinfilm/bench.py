@@ -8,7 +8,8 @@ model TFLOP/s (3 x forward FLOPs per image: forward + backward) and MFU against 
 the card's dense bf16 / fp32 datasheet value where known); sampling latency of the config's sampler at
 batch 1 and 16; peak memory (CUDA: allocated by torch; CPU: the process's peak resident set). Every
 timing is the median of --repeats after warm-up, synchronised. Levers: --compile (torch.compile of the
-network, compile time reported), --set model.channels_last=true|false (NHWC layout), --set
+network, compile time reported), --set model.channels_last=true (NHWC layout), --set
+model.low_precision_norm=true (group norms in bf16 under CUDA autocast), --set
 train.sync_free=true (a training step without a host-device sync, fused AdamW), --cuda-graph (each
 sampling run replayed from one CUDA graph). This is the one place the README's speed figures come from.
 """
@@ -90,7 +91,8 @@ def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = F
     out: dict[str, Any] = {
         "config": cfg.name, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "precision": precision, "resolution": r, "compile": compile,
-        "channels_last": cfg.model.channels_last, "sync_free": cfg.train.sync_free, "cuda_graph": cuda_graph,
+        "channels_last": cfg.model.channels_last,
+        "low_precision_norm": cfg.model.low_precision_norm, "sync_free": cfg.train.sync_free, "cuda_graph": cuda_graph,
         "params_M": sum(p.numel() for p in trainer.net.parameters()) / 1e6,
         "fwd_gflop_per_image": gflop, "flop_convention": "multiply-add = 2 FLOPs",
         "train_batch": trainer.global_batch}

@@ -56,6 +56,8 @@ class ModelConfig:
                                          # per-phase channels, or nearest upsampling + a 3x3 conv (UNet)
     channels_last: bool = False          # weights and activations in NHWC: a memory layout, the same network;
                                          # no faster on the CPU (docs/experiments.md#peer), unmeasured on a GPU
+    low_precision_norm: bool = False     # group norms in autocast's dtype, not the fp32 CUDA autocast picks
+                                         # (unet.GroupNorm); the same weights; unmeasured on a GPU
 
 
 @dataclass

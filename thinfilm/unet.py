@@ -24,8 +24,24 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm that, with `low_precision` set, runs in autocast's dtype: CUDA autocast otherwise
+    computes every group norm in fp32 (its fp32 op list), so each one reads and writes twice the bytes and
+    the SiLU and FiLM after it run in fp32 too. The kernel still accumulates its statistics in fp32. On
+    the CPU, autocast already leaves group norm in bf16: the switch only casts the affine weights."""
+    low_precision = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        kind = x.device.type
+        if not (self.low_precision and torch.is_autocast_enabled(kind)):
+            return super().forward(x)
+        dtype = torch.get_autocast_dtype(kind)
+        with torch.autocast(kind, enabled=False):
+            return F.group_norm(x.to(dtype), self.num_groups, self.weight.to(dtype), self.bias.to(dtype), self.eps)
+
+
+def _norm(channels: int) -> GroupNorm:
+    return GroupNorm(math.gcd(32, channels), channels)
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -90,7 +106,8 @@ class UNet(nn.Module):
     def __init__(self, n_conditions: int, resolution: int, channels: Sequence[int] = (128, 128, 256, 256, 512, 512),
                  layers_per_block: int = 2, attention_levels: Sequence[int] = (4,), mid_attention: bool = True,
                  head_channels: int = 64, dropout: float = 0.0, in_channels: int = 1, patch_size: int = 1,
-                 coords: bool = False, unpatch: str = "shuffle", channels_last: bool = False):
+                 coords: bool = False, unpatch: str = "shuffle", channels_last: bool = False,
+                 low_precision_norm: bool = False):
         super().__init__()
         levels = len(channels)
         factor = patch_size * 2 ** (levels - 1)
@@ -153,6 +170,9 @@ class UNet(nn.Module):
             self.out = nn.Sequential(_norm(k), nn.SiLU(), _zero(nn.Conv2d(k, in_channels, 3, padding=1)))
         if channels_last:       # NHWC weights: every convolution then returns NHWC, the first one's NCHW input too
             self.to(memory_format=torch.channels_last)
+        for module in self.modules():
+            if isinstance(module, GroupNorm):
+                module.low_precision = low_precision_norm
 
     @classmethod
     def from_config(cls, cfg) -> "UNet":
@@ -160,7 +180,7 @@ class UNet(nn.Module):
         m = cfg.model
         return cls(len(cfg.data.columns), cfg.data.resolution, m.channels, m.layers_per_block,
                    m.attention_levels, m.mid_attention, m.head_channels, m.dropout, 1, m.patch_size, m.coords,
-                   m.unpatch, m.channels_last)
+                   m.unpatch, m.channels_last, m.low_precision_norm)
 
     @staticmethod
     def null_condition(cond: Tensor) -> Tensor:
