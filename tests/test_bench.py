@@ -48,6 +48,36 @@ def test_compiled_network_gives_the_same_outputs():
         assert torch.allclose(compiled(*inputs), eager, atol=1e-4)
 
 
+@pytest.mark.parametrize("sampler,eta,guidance,strength", [("ddim", 1.0, 2.0, 1.0), ("dpmpp2m", 1.0, 1.0, 1.0),
+                                                           ("dpmpp2m", 0.0, 1.0, 1.0), ("ddim", 1.0, 1.0, 0.6)])
+def test_sampler_run_with_its_noise_ahead_reads_nothing_back(monkeypatch, sampler, eta, guidance, strength):
+    """What a CUDA graph capture needs, checked on the CPU: a whole run (network, guidance, grain kept,
+    clipping, every update; image-to-image too) given its noise ahead draws none itself and never turns a
+    tensor into a host value (bool, item, tolist, numpy), so it has no host-device sync to break a capture."""
+    from thinfilm import diffusion as diffusion_module
+    from thinfilm.diffusion import GaussianDiffusion
+    from thinfilm.sampling import guided, predrawn
+
+    net, _ = net_and_input()
+    d = GaussianDiffusion("linear", 1000, "x0")
+    shape, gens = (2, 1, 16, 16), [torch.Generator().manual_seed(i) for i in range(2)]
+    noise = predrawn(shape, gens, d.draws(sampler, 8, eta, "karras", strength))
+    denoise = d.keeping_grain(guided(net, torch.randn(2, 8), guidance), 0.01)
+    x_init = torch.rand(shape) * 2 - 1
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("a tensor was read back to the host, or noise drawn inside the run")
+
+    monkeypatch.setattr(diffusion_module, "randn", host_read)
+    for name in ("__bool__", "item", "tolist", "numpy", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    with torch.no_grad():
+        x = d.sample(denoise, shape, sampler, 8, eta, noise=noise, clip=True, spacing="karras", x_init=x_init,
+                     strength=strength)
+    monkeypatch.undo()
+    assert torch.isfinite(x).all() and x.shape == shape
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("sampler,eta,guidance,img2img", [("ddim", 1.0, 1.0, False), ("dpmpp2m", 1.0, 2.0, False),
                                                           ("ddim", 0.0, 1.0, True)])

@@ -87,6 +87,7 @@ class GaussianDiffusion:
         betas = linear_betas(timesteps) if schedule == "linear" else cosine_betas(timesteps)
         self.betas = torch.from_numpy(betas)                                   # float64 [T]
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)             # alpha_bar_t, float64 [T]
+        self._sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt().numpy()  # for spacing, increasing
         # alpha_bar with a last entry 1 for "t = -1" (the clean image); device copies made once
         self._tables = {"betas": self.betas,
                         "alpha_bar": torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])}
@@ -212,7 +213,7 @@ class GaussianDiffusion:
         if spacing == "trailing":
             points = np.linspace(self.timesteps - 1, 0, steps)
         elif spacing == "karras":
-            sigma = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt().numpy()      # increasing in t
+            sigma = self._sigmas
             rho = 7.0
             hi, lo = sigma[-1] ** (1 / rho), sigma[0] ** (1 / rho)
             wanted = (hi + np.linspace(0, 1, steps) * (lo - hi)) ** rho
