@@ -101,5 +101,5 @@ def test_cuda_graph_replayed_sampler_draws_the_eager_frames(sampler, eta, guidan
 
     for seed in (0, 10):
         cond = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed))
-        assert torch.allclose(draw(cond, seed, graphs), draw(cond, seed, None), atol=1e-4)
+        assert torch.allclose(draw(cond, seed, graphs), draw(cond, seed, None), atol=1e-3)   # 1/8 of a level
         assert len(graphs) == 2
