@@ -231,10 +231,8 @@ class GaussianDiffusion:
 
     def draws(self, sampler: str, steps: int | None = None, eta: float = 0.0, spacing: str = "trailing",
               strength: float = 1.0) -> int:
-        """How many noise tensors a `sample` call draws: the start, then one per stochastic step that
-        does not end at the clean image (the length of its `noise` argument)."""
-        stochastic = sampler == "ddpm" or eta > 0
-        return 1 + stochastic * max(0, len(self.plan(sampler, steps, spacing, strength)) - 1)
+        """How many noise tensors a `sample` call draws (the length of its `noise` argument)."""
+        return _draws(self.plan(sampler, steps, spacing, strength), _stochastic(sampler, eta))
 
     @torch.no_grad()
     def sample(self, denoise: Denoise, shape: Sequence[int], sampler: str = "ddpm", steps: int | None = None,
@@ -261,8 +259,9 @@ class GaussianDiffusion:
         device = device or (x_init.device if x_init is not None else "cpu")
         img2img = x_init is not None and strength < 1.0
         schedule = self.plan(sampler, steps, spacing, strength if img2img else 1.0)
+        stochastic = _stochastic(sampler, eta)
         if noise is not None:
-            needed = self.draws(sampler, steps, eta, spacing, strength if img2img else 1.0)
+            needed = _draws(schedule, stochastic)
             if len(noise) != needed:
                 raise ValueError(f"noise: {len(noise)} draws given, this run takes {needed}")
             draw = iter(noise)
@@ -278,7 +277,6 @@ class GaussianDiffusion:
             x = start
         from tqdm import tqdm
 
-        stochastic = sampler == "ddpm" or eta > 0
         previous: tuple[Tensor, Tensor] | None = None           # dpmpp2m: the last step's (x0_hat, lambda step)
         for i, t in enumerate(tqdm(schedule, desc=sampler, leave=False, disable=not progress)):
             t_prev = schedule[i + 1] if i + 1 < len(schedule) else -1
@@ -315,6 +313,17 @@ class GaussianDiffusion:
         mean = (a_prev.sqrt() * beta / (1 - a_t)) * pred.x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x_t
         var = beta * (1 - a_prev) / (1 - a_t)                                 # beta_tilde, eq. 7
         return mean if noise is None else mean + var.sqrt() * noise
+
+
+def _stochastic(sampler: str, eta: float) -> bool:
+    """Whether a sampler adds fresh noise at its steps (DDPM always; DDIM and DPM++ for eta > 0)."""
+    return sampler == "ddpm" or eta > 0
+
+
+def _draws(schedule: Sequence[int], stochastic: bool) -> int:
+    """Noise tensors a run over `schedule` draws: the start, then one per stochastic step that does not
+    end at the clean image (the last step adds none)."""
+    return 1 + stochastic * max(0, len(schedule) - 1)
 
 
 def ddim_step(pred: Prediction, a_t: Tensor, a_prev: Tensor, eta: float, noise: Tensor | None) -> Tensor:

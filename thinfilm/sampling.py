@@ -106,7 +106,7 @@ def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: 
                                     strength=strength, clip=clip, device=device,
                                     progress=progress and noise is None, spacing=spacing, noise=noise)
 
-    draws = diffusion.draws(sampler, steps, eta, spacing, strength)
+    draws = None if graphs is None else diffusion.draws(sampler, steps, eta, spacing, strength)
     out = []
     for lo in range(0, len(cond), max(1, batch_size)):
         chunk = cond[lo:lo + batch_size].to(device)
