@@ -86,7 +86,7 @@ def test_cuda_graph_replayed_sampler_draws_the_eager_frames(sampler, eta, guidan
     (guidance 2 runs the network on a doubled batch; the last chunk of 2 is a second graph; a second call
     with the same dict replays the graphs it holds, with other conditions, seeds and start image)."""
     from thinfilm.diffusion import GaussianDiffusion
-    from thinfilm.sampling import generate
+    from thinfilm.sampling import Guidance, Plan, generate
 
     net, _ = net_and_input()
     net = net.cuda()
@@ -95,8 +95,8 @@ def test_cuda_graph_replayed_sampler_draws_the_eager_frames(sampler, eta, guidan
 
     def draw(cond, seed, graphs):
         init = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1 if img2img else None
-        return generate(net, diffusion, cond, list(range(seed, seed + 5)), sampler=sampler, steps=12, eta=eta,
-                        guidance=guidance, clip=True, batch_size=3, device="cuda", grain=0.01, x_init=init,
+        plan = Plan(sampler, 12, eta, "trailing", Guidance(guidance), True, 3, 0.01)
+        return generate(net, diffusion, cond, list(range(seed, seed + 5)), plan, device="cuda", x_init=init,
                         strength=0.6 if img2img else 1.0, graphs=graphs)
 
     for seed in (0, 10):

@@ -91,6 +91,12 @@ BAD_VALUES = [
     ("data.columns=[]", "data.columns = []: give the CSV's condition columns"),
     ("model.channels=[32, 0]", "model.channels = [32, 0]: give one positive width per level"),
     ("train.precision=fp16", 'train.sync_free with train.precision = "fp16": the loss scaler decides on the host'),
+    ("data.flat_region=[600, 0, 100, 100]", "data.flat_region = [600, 0, 100, 100]: give [top, left, height, width] in "
+     "camera pixels inside data.roi"),
+    ("data.brightness=-1", "data.brightness = -1.0: give levels per MPa"),
+    ("model.cond_fourier=-2", "model.cond_fourier = -2: give 0 (off) or a number of frequencies"),
+    ("sample.guidance_interval=[700, 100]", "sample.guidance_interval = [700, 100]: give [lo, hi] timesteps"),
+    ('sample.guidance_fields=["x5", "load"]', "sample.guidance_fields: load not in data.columns"),
 ]
 NEEDS = {"fracture_load": "train.fracture_repeat=2", "precision=fp16": "train.sync_free=true",
          "prediction": 'diffusion.skip="grain"', "skip": "sample.keep_grain=true"}   # the other half

@@ -18,6 +18,7 @@ from thinfilm.data import (
     Normalizer,
     after_fracture,
     cached_frames,
+    frame_order,
     inspect,
     load_frame,
     read_table,
@@ -188,6 +189,11 @@ def test_after_fracture_finds_the_broken_frames(synth_dir):
     values = table.values.copy()
     values[np.flatnonzero(truth)[0], 0] = np.nan
     assert after_fracture(dataclasses.replace(table, values=values), "x1").sum() == truth.sum() - 1
+    # a CSV that lists the frames shuffled: time order comes from the file names (0009 before 0010)
+    order = np.random.default_rng(0).permutation(len(table))
+    shuffled = dataclasses.replace(table, paths=[table.paths[i] for i in order], values=table.values[order])
+    assert np.array_equal(after_fracture(shuffled, "x1"), truth[order])
+    assert sorted(["d\\10.tif", "d\\9.tif", "d\\0011.tif"], key=frame_order) == ["d\\9.tif", "d\\10.tif", "d\\0011.tif"]
 
 
 def test_inspect_under_another_root(synth_dir, tmp_path):

@@ -321,3 +321,33 @@ def test_clipping_keeps_samples_in_range():
     den = optimal_denoiser(d, WEIGHTS, torch.tensor([-1.5, 1.5], dtype=torch.float64), STDS)
     x = d.sample(den, (256, 1, 2, 2), "ddim", steps=30, clip=True, generator=torch.Generator().manual_seed(0))
     assert x.abs().max() <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("spacing", ["trailing", "karras"])
+def test_every_schedule_and_spacing_visits_the_steps_asked(schedule, spacing):
+    """At least 90 % of the asked steps are distinct timesteps (Karras spacing rounds to integers and starts at
+    SIGMA_MAX, not at the cosine schedule's sigma of 20 000), from the noisiest end to t = 0."""
+    d = GaussianDiffusion(schedule, 1000, "x0")
+    for steps in (10, 15, 25, 50):
+        ts = d.steps_for(steps, spacing)
+        assert len(ts) >= 0.9 * steps and ts[-1] == 0 and ts[0] >= 990 and ts == sorted(set(ts), reverse=True)
+        assert d._sigmas[ts[0]] < 1.01 * 160 or spacing == "trailing"          # the timestep nearest it
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_cosine_schedule_with_karras_spacing_reproduces_the_mixture(prediction):
+    """Cosine + Karras is as exact as linear + Karras (measured, seed 0: at 50 steps both draw the modes'
+    means 0.024-0.031 short of -1 / 0.8, trailing spacing within 0.016: Karras crosses the middle noise
+    levels in fewer, larger steps), and converges with the steps: within 0.007 at 200 steps for either."""
+    results = {}
+    for schedule in ("linear", "cosine"):
+        d = GaussianDiffusion(schedule, 1000, prediction)
+        for steps in (50, 200):
+            x = d.sample(optimal_denoiser(d), SHAPE, sampler="ddim", steps=steps, eta=0.0, spacing="karras",
+                         generator=torch.Generator().manual_seed(0))
+            results[schedule, steps] = np.array(mixture_stats(x))
+    truth = np.array([0.7, -1.0, 0.15, 0.8, 0.3])
+    for steps, tol in ((50, 0.035), (200, 0.01)):
+        assert np.abs(results["cosine", steps] - truth).max() < tol, results["cosine", steps]
+        assert np.abs(results["cosine", steps] - results["linear", steps]).max() < 0.01

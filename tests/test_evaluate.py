@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from thinfilm import cli, evaluate, metrics, regression, sample
-from thinfilm.data import read_images
+from thinfilm.data import read_images, series_of
 from thinfilm.synthetic import flat_mask
 
 from conftest import COLS, set_args, tiny_overrides
@@ -51,8 +51,51 @@ def test_bootstrap_interval_of_a_mean_and_a_ratio():
     assert (est.high - est.low) / 2 == pytest.approx(1.96 * x.std() / 20, rel=0.15)   # normal theory
     real = np.array([1.0, 2.0, 3.0, 4.0])
     gen = np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0]) * 1.5                   # two frames per condition
-    ratio = evaluate.ratio_interval(gen, np.repeat(np.arange(4), 2), real)
+    ratio = metrics.ratio_interval(gen, np.repeat(np.arange(4), 2), real)
     assert ratio.value == pytest.approx(1.5) and ratio.low == pytest.approx(1.5) == ratio.high
+
+
+def test_excess_error_in_units_by_hand():
+    """The generator's own error beyond the reader's: 0 where generated frames read as well as real ones,
+    and independent errors add in squares (reader 3 px, generator 4 px: generated frames read 5 px off)."""
+    rng = np.random.default_rng(5)
+    real = rng.normal(0, 3.0, 4000)
+    cond = np.arange(4000)
+    same = metrics.excess_interval(real, cond, real)
+    assert same.value == 0 and same.high == 0
+    gen = rng.normal(0, 3.0, 4000) + rng.normal(0, 4.0, 4000)
+    excess = metrics.excess_interval(gen, cond, real)
+    assert excess.value == pytest.approx(4.0, rel=0.05) and excess.low < 4.0 < excess.high
+    two = metrics.excess_interval(np.repeat(gen[:2000], 2), np.repeat(np.arange(2000), 2), real[:2000])
+    assert two.value == pytest.approx(metrics.excess_interval(gen[:2000], cond[:2000], real[:2000]).value)
+    assert metrics.excess_interval(real / 2, cond, real).value == 0                 # better than real: 0
+
+
+def test_neighbour_mean_leaves_the_frames_own_specimen_out():
+    x = np.array([[0.0], [0.1], [1.0], [1.1]])
+    y = np.array([[10.0], [20.0], [30.0], [40.0]])
+    pred = metrics.neighbour_mean(x, y, ["a", "a", "b", "b"], k=1)
+    assert pred[:, 0].tolist() == [30.0, 30.0, 20.0, 20.0]                       # the nearest of the other group
+    assert np.isnan(metrics.neighbour_mean(x, y, ["a"] * 4)).all()                 # one group: nothing to say
+
+
+def test_flat_region_finds_the_textured_film_away_from_edges_and_marks():
+    """A bright strip with grain between a flat dark background, dark marks that move from frame to frame:
+    the region lies in the strip, never within 2 px of its edges or of anywhere a mark has been."""
+    rng = np.random.default_rng(6)
+    frames = np.full((12, 64, 64), 50.0)
+    frames[:, 16:48] = 140.0 + rng.normal(0, 4.0, (12, 32, 64))
+    for i, f in enumerate(frames):
+        f[20:28, 10 + i:14 + i] = 30.0                                           # a mark sweeping columns 10..25
+    region = metrics.flat_region(np.round(frames))
+    rows, cols = np.nonzero(region.mask)
+    assert region.how == "found" and region.mask.sum() > 400
+    assert rows.min() >= 18 and rows.max() <= 45                                # inside the strip, off its edges
+    assert not region.mask[18:30, 8:28].any()                                    # not where the mark went
+    given = metrics.texture_region(frames, [700, 100, 100, 200], [678, 0, 767, 2452])
+    assert given.how == "data.flat_region" and given.mask[2:3, 3:8].all() and given.mask.sum() == 8 * 5
+    tiny = metrics.flat_region(np.round(frames[:, :4, :4]))
+    assert tiny.how == "whole frame" and tiny.mask.all()
 
 
 def test_texture_measures_on_hand_made_images():
@@ -148,17 +191,40 @@ def test_report_has_every_part(regressor, drawn, synth_dir, tmp_path):
         assert {"r2", "mae"} <= set(col["real"]) and {"r2", "mae"} <= set(col["generated"])
         assert col["ratio"] == pytest.approx(col["generated"]["mae"] / col["real"]["mae"])
         assert col["ratio_low"] <= col["ratio"] <= col["ratio_high"]
+        assert 0 <= col["excess_low"] <= col["excess"] <= col["excess_high"]          # in the column's units
     assert {"kid", "floor", "kid_all", "n_generated", "n_real"} <= set(report["kid"]) and report["kid"]["n_real"] == 12
     assert report["frechet"]["rank_deficient"]
-    assert {"grain_ratio", "band_ratio_0-1px"} <= set(report["texture"])
-    assert set(report["sensitivity"]) == {"x3", "x5"}
-    assert "x8" not in report["sensitivity"]["x3"]["off_diagonal"]
+    assert {"grain_ratio", "band_ratio_0-1px", "region"} <= set(report["texture"])
+    assert report["texture"]["region"]["pixels"] > 0 and (out / "texture_region.png").is_file()
+    assert set(report["sensitivity"]) == {"x3 at a fixed row", "x5 at a fixed row"}       # a base row given
+    assert "x8" not in report["sensitivity"]["x3 at a fixed row"]["off_diagonal"]
     assert "corr_sep_a" in report["simulator"]                                   # the built-in data
-    assert set(report["simulator"]["ratio"]) == set(report["simulator"]["agreement"]) == {"x3", "x4", "x5", "x6"}
-    assert len(report["targets"]) == 6 + 6 + 2 + 1 + 2 and "**Targets**" in (out / "report.md").read_text()
+    assert set(report["simulator"]["columns"]) == set(report["simulator"]["agreement"]) == {"x3", "x4", "x5", "x6"}
+    assert len(report["targets"]) == 6 + 6 + 2 + 1 + 2 + 4 and "**Targets**" in (out / "report.md").read_text()
     page = (out / "report.md").read_text()
-    assert "KID" in page and "Sensitivity" in page and "*x8 (not visible)*" in page
+    assert "KID" in page and "Sensitivity" in page and "*x8 (not visible)*" in page and "Loosest: " in page
     assert Image.open(out / "scatter.png").size[0] > 600
+
+
+def test_tstr_on_copies_of_the_real_training_frames_is_the_real_trained_regressor(regressor, synth_dir, tmp_path):
+    """Train on 'generated' frames that are the real training frames themselves: the TSTR regressor is the
+    judge again (same config, seed and validation series), so it scores the judge's R² on the test frames."""
+    from thinfilm.data import load_frame, read_table, resolve_all
+    loaded = regression.load(str(regressor), torch.device("cpu"))
+    d = loaded.config.data
+    table = read_table(synth_dir / "train.csv", COLS)
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    names = [f"{i:04d}.png" for i in range(len(table))]
+    for name, path in zip(names, resolve_all(table)):
+        Image.fromarray(load_frame(path, d.roi, d.resolution)).save(copies / name)
+    pd.DataFrame(table.values, columns=COLS).assign(file=names).to_csv(copies / "manifest.csv", index=False)
+    real = evaluate.judge(loaded, read_images(synth_dir / "test.csv", COLS, d.roi, d.resolution, need_values=True),
+                          torch.device("cpu"), None)
+    scores = evaluate.tstr(loaded, str(copies / "manifest.csv"), real, torch.device("cpu"), None)
+    judge = json.loads((regressor / "metrics.json").read_text())
+    for c in ("x1", "x3", "x5"):
+        assert scores[c]["r2"] == pytest.approx(judge[c]["r2"], abs=0.02), (c, scores[c], judge[c])
 
 
 def test_targets_say_what_is_missed_and_by_how_much():
@@ -180,21 +246,25 @@ def test_targets_say_what_is_missed_and_by_how_much():
 
 
 def test_simulator_check_reads_real_frames_exactly_as_themselves(regressor, synth_dir):
-    """The exact reading's consistency ratio: 1 for the real frames in place of generated ones, above 1
-    for real frames of the wrong conditions (the test series shifted by half its length)."""
+    """The exact reading's consistency ratio: 1 (and no excess) for the real frames in place of generated
+    ones, above 1 for real frames of the wrong conditions (the test series shifted by half its length)."""
     loaded = regression.load(str(regressor), torch.device("cpu"))
     d = loaded.config.data
     images = read_images(synth_dir / "test.csv", COLS, d.roi, d.resolution, need_values=True)
     real = evaluate.judge(loaded, images, torch.device("cpu"), None)
     n = len(images.names)
-    same = evaluate.simulator_check(real, real, np.arange(n), COLS)
+    groups = [series_of(p) for p in images.names]
+    same = evaluate.simulator_check(real, real, np.arange(n), COLS, groups)
+    assert set(same["columns"]) == {"x3", "x4", "x5", "x6"}                  # no brightness: x1, x2 not read
     for c in ("x3", "x4", "x5", "x6"):
-        assert same["ratio"][c]["ratio"] == pytest.approx(1.0) == same["ratio"][c]["ratio_high"]
+        assert same["columns"][c]["ratio"] == pytest.approx(1.0) == same["columns"][c]["ratio_high"]
+        assert same["columns"][c]["excess"] == 0 == same["columns"][c]["excess_high"]
         assert -1 <= same["agreement"][c] <= 1
     shifted = images._replace(frames=np.roll(images.frames, n // 2, axis=0))
     moved = evaluate.simulator_check(evaluate.Judged(shifted, real.asked, real.read, real.features), real,
-                                     np.arange(n), COLS)
-    assert all(moved["ratio"][c]["ratio"] > 1.2 for c in ("x3", "x4", "x5", "x6"))     # 1.45, 1.25 here
+                                     np.arange(n), COLS, groups)
+    assert all(moved["columns"][c]["ratio"] > 1.2 for c in ("x3", "x4", "x5", "x6"))     # 1.45, 1.25 here
+    assert moved["columns"]["x5"]["excess"] > 10                                         # px
 
 
 def test_bad_inputs_are_one_line_errors_and_leave_no_report(regressor, drawn, tiny_ckpt, synth_dir, tmp_path,
@@ -218,6 +288,8 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_report(regressor, drawn, ti
         (["--regressor", regressor, "--generated", no_col, "--real", real], "missing column(s) x3"),
         (["--regressor", regressor, "--generated", other, "--real", real], "32x32 px, but the model reads 16x16"),
         (["--regressor", tiny_ckpt, "--generated", gen, "--real", real], "is a diffusion checkpoint, not a regressor"),
+        (["--regressor", regressor, "--generated", gen, "--real", real, "--tstr"], "--tstr MANIFEST"),
+        (["--regressor", regressor, "--generated", gen, "--real", real, "--tstr", gen], "no frame of the training CSV"),
     ]
     for args, message in cases:
         out = tmp_path / "out"
@@ -236,10 +308,14 @@ def test_the_chain_trains_a_regressor_and_reports(tiny_ckpt, synth_dir, tmp_path
     import shutil
     runs = tmp_path / "runs"
     shutil.copytree(tiny_ckpt.parents[1], runs / "s")
-    args = ["--config", "experiments/default.toml", "--quiet", "--sweep-columns", "x3",
+    args = ["--config", "experiments/default.toml", "--quiet", "--sweep-columns", "x3", "--tstr",
             *set_args(tiny_overrides(synth_dir, tmp_path, "regression.epochs=1", "regression.run_name=chainreg"))]
     evaluate.main(args)
     assert (runs / "s" / "evaluation" / "report" / "report.json").is_file()
     assert (runs / "chainreg" / "checkpoints" / "best.pt").is_file()
     report = json.loads((runs / "s" / "evaluation" / "report" / "report.json").read_text())
-    assert report["sensitivity"]["x3"]["sweeps"] == 4
+    assert report["sensitivity"]["x3"]["sweeps"] == 4                            # 4 noises
+    assert report["sensitivity"]["x3 along measured paths"]["sweeps"] == 2       # 1 test series x 2 noises
+    assert "x5 along measured paths" not in report["sensitivity"]                  # x5 was not swept alone here
+    assert set(report["tstr"]) == set(COLS) and "Train on generated, test on real" in (
+        runs / "s" / "evaluation" / "report" / "report.md").read_text()

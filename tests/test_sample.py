@@ -50,6 +50,25 @@ def test_same_seed_same_frame_at_any_batch_size(ckpt, synth_dir, tmp_path):
     assert not np.array_equal(frames(tmp_path / "b1")[0], frames(tmp_path / "other")[0])
 
 
+def test_a_path_is_one_specimen(ckpt, synth_dir, tmp_path):
+    """--path draws every row from the same start noise with a deterministic sampler: two rows with the same
+    measurements give the same frame, and each frame is the one drawn alone for its row with that noise;
+    --independent gives every row its own noise."""
+    table = pd.read_csv(synth_dir / "test.csv")
+    path = tmp_path / "path.csv"
+    table.iloc[[0, 5, 9, 0]].to_csv(path, index=False)
+    run("--ckpt", ckpt, "--path", path, "--out", tmp_path / "film", "--seed", 3)
+    film = frames(tmp_path / "film")
+    assert np.array_equal(film[0], film[3])              # (the 2-step network hardly tells rows apart)
+    assert (tmp_path / "film" / "film.gif").is_file()
+    table.iloc[[5]].to_csv(tmp_path / "one.csv", index=False)
+    run("--ckpt", ckpt, "--conditions", tmp_path / "one.csv", "--out", tmp_path / "one", "--seed", 3, "--eta", 0)
+    assert np.array_equal(frames(tmp_path / "one")[0], film[1])
+    run("--ckpt", ckpt, "--path", path, "--out", tmp_path / "each", "--seed", 3, "--independent")
+    each = frames(tmp_path / "each")
+    assert not np.array_equal(each[0], each[3])
+
+
 def test_keep_grain_puts_back_the_measured_grain(ckpt, synth_dir, tmp_path, capsys):
     from thinfilm.metrics import grain_level
     assert checkpoint.load_model(ckpt).config.diffusion.grain > 0.5              # measured when training started
@@ -120,6 +139,10 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
         (["--ckpt", ckpt, "--values", "x1=1", "--steps", "0"], "--steps 0: must be at least 1"),
         (["--ckpt", ckpt, "--values", "x1=1", "--device", "gpu7"], "--device 'gpu7'"),
         (["--ckpt", ckpt, "--values", "x1=1", "--device", "cpu", "--cuda-graph"], "--cuda-graph: needs a CUDA"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--guidance", "2", "--guidance-fields", "x5,x9"],
+         "--guidance-fields: x9 not in data.columns"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--guidance-interval", "700"], "give LO:HI timesteps"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--guidance-interval", "700:100"], "--guidance-interval = [700, 100]"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exit_:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from thinfilm import checkpoint, train
+from thinfilm import UserError, checkpoint, sample, train
 from thinfilm.data import load_splits
 
 from conftest import REPO, set_args, tiny_config, tiny_overrides
@@ -39,6 +39,8 @@ def test_grain_skip_run_samples_without_keeping_grain(run_train, tmp_path):
     run = tmp_path / "runs" / "skip"
     d = checkpoint.load_model(run).config.diffusion
     assert d.skip == "grain" and d.grain > 0.5 and (run / "samples" / "step_0000002.png").is_file()
+    with pytest.raises(UserError, match="--keep-grain = true puts the grain back when sampling, and diffusion.skip"):
+        sample.main(["--ckpt", str(run), "--values", "x1=1", "--out", str(tmp_path / "o"), "--keep-grain", "--quiet"])
 
 
 def test_bf16_autocast_run(run_train, tmp_path):

@@ -158,3 +158,36 @@ def test_network_and_loss_learn_a_few_conditioned_frames():
     others = torch.stack([(x - frames.roll(k, 0)).pow(2).mean((1, 2, 3)) for k in (1, 2, 3)])
     assert (err < others.min(0).values).all(), (err, others)
     assert err.max() < 0.1
+
+
+def test_fourier_condition_features():
+    """cond_fourier adds sin / cos of each known value; an unknown field gives zeros there as everywhere; off,
+    the embedding is the one every earlier checkpoint holds (its first layer sees 2 C inputs)."""
+    from thinfilm.unet import ConditionEmbedding
+    emb = ConditionEmbedding(3, 16, fourier=4)
+    assert emb.mlp[0].in_features == (2 + 2 * 4) * 3 and len(emb.freqs) == 4
+    seen = []
+    emb.mlp[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    emb(torch.tensor([[0.5, float("nan"), -1.0]]))
+    features = seen[0].reshape(-1)
+    assert features[1] == 0 and features[4] == 0                            # value and presence of field 1
+    sines = features[6:18].reshape(3, 4)
+    assert torch.all(sines[1] == 0) and torch.allclose(sines[0], torch.sin(0.5 * emb.freqs))
+    assert ConditionEmbedding(3, 16).mlp[0].in_features == 6
+    assert "cond_embed.freqs" not in UNet(3, 16, (8, 16), 1, (), cond_fourier=4).state_dict()
+
+
+def test_checkpoint_without_a_new_option_loads_and_a_mismatch_is_one_line(tiny_ckpt, tmp_path):
+    """A checkpoint written before model.cond_fourier existed (no such key) loads as it was; one whose config
+    asks for it over weights without it says so in one line."""
+    from thinfilm import checkpoint
+    state = torch.load(tiny_ckpt, weights_only=True)
+    del state["config"]["model"]["cond_fourier"]
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert checkpoint.load_model(old).net.cond_embed.mlp[0].in_features == 16
+    state["config"]["model"]["cond_fourier"] = 4
+    torch.save(state, old)
+    with pytest.raises(checkpoint.CheckpointError, match="weights do not fit the network") as err:
+        checkpoint.load_model(old)
+    assert "\n" not in str(err.value)

@@ -1,7 +1,8 @@
 """thinfilm: conditional diffusion for PMMA thin-film tensile-test frames, in pure PyTorch.
 
-This module owns the one error type a user can cause (`UserError`) and the wrapper that turns it
-into a one-line message and a non-zero exit for every command-line entry point.
+This module owns the one error type a user can cause (`UserError`), the wrapper that turns it
+into a one-line message and a non-zero exit for every command-line entry point, and `LEVELS`, the unit
+the data pipeline and the sampling core share.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from typing import Callable
 
 __version__ = "0.1.0"
+LEVELS = 127.5                     # 8-bit levels per unit of the network's space ([-1, 1] is 0..255)
 
 
 class UserError(Exception):

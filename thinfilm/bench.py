@@ -31,7 +31,7 @@ from thinfilm.config import Config, add_config_args, load_config, validate
 from thinfilm.data import Normalizer, Split, Table
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.runtime import pick_device, precision_name, require_cuda
-from thinfilm.sampling import generate, kept_grain
+from thinfilm.sampling import Plan, generate
 
 # dense (no sparsity) peak TFLOP/s by (device name fragment, precision), from the vendors' datasheets
 PEAKS = {("H100", "bf16"): 989.0, ("H100", "fp32"): 67.0, ("H200", "bf16"): 989.0, ("H200", "fp32"): 67.0,
@@ -113,16 +113,15 @@ def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = F
     out["train_mfu"] = out["train_tflops"] / peak if peak else None
     out["train_peak_memory_gib"] = peak_memory_gib(device)
     diffusion = GaussianDiffusion.from_config(cfg)
-    s = cfg.sample
+    plan = Plan.from_config(cfg)
     graphs = {} if cuda_graph else None                   # captured in the warm-up call, replayed after
     for b in sample_batches:
         conds = torch.zeros(b, c)
 
         def draw() -> None:
-            generate(trainer.ema.model, diffusion, conds, list(range(b)), sampler=s.sampler, steps=s.steps,
-                     eta=s.eta, guidance=s.guidance, clip=s.clip, batch_size=b, device=device, amp=amp,
-                     spacing=s.spacing, grain=kept_grain(cfg), graphs=graphs)
-        out[f"sample_{s.sampler}{s.steps}_batch{b}_s"] = timed(draw, device, max(1, repeats // 2), warmup=1)
+            generate(trainer.ema.model, diffusion, conds, list(range(b)), plan._replace(batch_size=b), device=device,
+                     amp=amp, graphs=graphs)
+        out[f"sample_{plan.sampler}{plan.steps}_batch{b}_s"] = timed(draw, device, max(1, repeats // 2), warmup=1)
     out["peak_memory_gib"] = peak_memory_gib(device)
     return out
 

@@ -38,6 +38,9 @@ class DataConfig:
     synthetic_frames: int = 50           # frames per series
     synthetic_seed: int = 0
     texture: Literal["camera", "none"] = "camera"   # the simulator's texture (synthetic.TEXTURES)
+    brightness: float = 0.0              # the simulator's film brightens this many levels per MPa of stress x2
+    flat_region: list[int] = field(default_factory=list)   # where texture is measured: [top, left, height, width]
+                                         # in camera px (as roi); [] = the flat film found in the real frames
     invisible: list[str] = field(default_factory=lambda: ["x7", "x8"])   # columns no frame can show
 
 
@@ -56,6 +59,8 @@ class ModelConfig:
                                          # per-phase channels, or nearest upsampling + a 3x3 conv (UNet)
     channels_last: bool = False          # weights and activations in NHWC: a memory layout, the same network;
                                          # no faster on the CPU (docs/experiments.md#peer), unmeasured on a GPU
+    cond_fourier: int = 0                # sin / cos of each condition value at this many frequencies beside the
+                                         # value itself (unet.ConditionEmbedding); 0 = the values alone
     low_precision_norm: bool = False     # group norms in autocast's dtype, not the fp32 CUDA autocast picks
                                          # (unet.GroupNorm); the same weights; unmeasured on a GPU
 
@@ -122,7 +127,10 @@ class SampleConfig:
     eta: float = 0.0
     keep_grain: bool = False             # put back the grain (diffusion.grain) an x0 estimate smooths away: its
                                          # posterior mean at low noise (GaussianDiffusion.keeping_grain); with karras
-    guidance: float = 1.0
+    guidance: float = 1.0                # classifier-free guidance scale; 1 = off (sampling.Guidance)
+    guidance_fields: list[str] = field(default_factory=list)   # the columns it pushes; [] = all
+    guidance_interval: list[int] = field(default_factory=list)  # [lo, hi]: only at timesteps lo..hi; [] = all
+    guidance_parallel: float = 1.0       # weight of the update along the conditional x0 (APG: 0); 1 = plain
     clip: bool = True
     batch_size: int = 16
 
@@ -264,6 +272,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.attention_levels = {bad}: levels are 0..{len(m.channels) - 1} "
                           f"(one per entry of model.channels)")
     for key, names in (("train.zoom_columns", t.zoom_columns), ("data.invisible", d.invisible),
+                       ("sample.guidance_fields", cfg.sample.guidance_fields),
                        ("train.fracture_load", [t.fracture_load] if t.fracture_repeat > 1 else [])):
         unknown = [c for c in names if c not in d.columns]
         if unknown:
@@ -293,6 +302,13 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
          f"data.roi = {d.roi}: give [top, left, height, width] in pixels, e.g. [678, 0, 767, 2452]"),
         (len(d.columns) >= 1 and len(set(d.columns)) == len(d.columns) and "filepath" not in d.columns,
          f"data.columns = {d.columns}: give the CSV's condition columns, each once (filepath is not one)"),
+        (not d.flat_region or (len(d.flat_region) == 4 and min(d.flat_region[2:]) >= 1 and len(d.roi) == 4
+                               and d.roi[0] <= d.flat_region[0] and d.roi[1] <= d.flat_region[1]
+                               and d.flat_region[0] + d.flat_region[2] <= d.roi[0] + d.roi[2]
+                               and d.flat_region[1] + d.flat_region[3] <= d.roi[1] + d.roi[3]),
+         f"data.flat_region = {d.flat_region}: give [top, left, height, width] in camera pixels inside data.roi "
+         f"= {d.roi}, or [] to find the flat film in the frames"),
+        (d.brightness >= 0, f"data.brightness = {d.brightness}: give levels per MPa, 0 or more (0 = off)"),
         (d.synthetic_series >= 2 and d.synthetic_frames >= 12,
          "data.synthetic_series >= 2 and data.synthetic_frames >= 12: a split by series needs two series "
          "and a simulated test at least 12 frames"),
@@ -302,6 +318,8 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
         (m.head_channels >= 1, f"model.head_channels = {m.head_channels}: give 1 or more, e.g. 64"),
         (0 <= m.dropout < 1, f"model.dropout = {m.dropout}: give a probability in [0, 1)"),
         (m.patch_size >= 1, f"model.patch_size = {m.patch_size}: give 1 (pixels) or more"),
+        (m.cond_fourier >= 0,
+         f"model.cond_fourier = {m.cond_fourier}: give 0 (off) or a number of frequencies, e.g. 8"),
         (f.timesteps >= 2, f"diffusion.timesteps = {f.timesteps}: give 2 or more, e.g. 1000"),
         (f.min_snr_gamma > 0, f"diffusion.min_snr_gamma = {f.min_snr_gamma}: give a positive SNR cap, e.g. 5"),
         (0 <= f.min_snr_floor <= f.min_snr_gamma, f"diffusion.min_snr_floor = {f.min_snr_floor}: give a weight "
@@ -333,6 +351,10 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
         (s.eta >= 0, f"sample.eta = {s.eta}: give 0 (deterministic DDIM) or more"),
         (s.guidance >= 0, f"sample.guidance = {s.guidance}: give 1 (off) or more"),
         (s.batch_size >= 1, f"sample.batch_size = {s.batch_size}: give 1 or more"),
+        (not s.guidance_interval or (len(s.guidance_interval) == 2
+                                     and 0 <= s.guidance_interval[0] <= s.guidance_interval[1] < f.timesteps),
+         f"sample.guidance_interval = {s.guidance_interval}: give [lo, hi] timesteps with 0 <= lo <= hi < "
+         f"diffusion.timesteps = {f.timesteps}, or [] for every step"),
         (min(g.epochs, g.batch_size) >= 1 and g.patience >= 0,
          "regression.epochs and regression.batch_size: give 1 or more; regression.patience: 0 or more"),
         (g.lr > 0 and g.weight_decay >= 0, "regression.lr > 0 and regression.weight_decay >= 0, e.g. 1e-3 and 1e-4"),

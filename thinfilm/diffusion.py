@@ -19,7 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from thinfilm import LEVELS
+
 Denoise = Callable[[Tensor, Tensor], Tensor]
+# where Karras spacing starts: the linear schedule's own last sigma (157 at T = 1000), twice EDM's 80 (Karras et
+# al. 2022, data of std 0.5); the cosine schedule ends at sigma 20 000, where hundreds of its steps change nothing
+SIGMA_MAX = 160.0
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
@@ -96,8 +101,6 @@ class GaussianDiffusion:
     @classmethod
     def from_config(cls, cfg) -> "GaussianDiffusion":
         """The diffusion an experiment config's [diffusion] section describes."""
-        from thinfilm.data import LEVELS  # config glue, imported here: the sampling core needs no data module
-
         d = cfg.diffusion
         grain = d.grain / LEVELS if d.skip == "grain" else 0.0          # 8-bit levels -> the network's units
         return cls(d.schedule, d.timesteps, d.prediction, d.loss_weighting, d.min_snr_gamma, d.min_snr_floor,
@@ -203,9 +206,10 @@ class GaussianDiffusion:
     def steps_for(self, steps: int | None, spacing: str = "trailing") -> list[int]:
         """Descending timesteps for a sampler run: all T, or about `steps` of them, spaced
         "trailing": evenly in t, starting at T - 1 (Lin et al. 2024: 'leading' spacing never visits
-        the noisiest step); or "karras": evenly in sigma^(1/7) between sigma(T - 1) and sigma(0)
-        (Karras et al. 2022, eq. 5, rho = 7), which spends most steps at low noise, where the finest
-        detail is drawn. Timesteps are integers, so karras may give fewer distinct steps than asked."""
+        the noisiest step); or "karras": evenly in sigma^(1/7) between min(sigma(T - 1), `SIGMA_MAX`) and
+        sigma(0) (Karras et al. 2022, eq. 5, rho = 7), which spends most steps at low noise, where the finest
+        detail is drawn. Timesteps are integers, so karras may give fewer distinct steps than asked (a
+        few at 50 steps of 1000; the sample CLI says so)."""
         if steps is None or steps >= self.timesteps:
             return list(range(self.timesteps - 1, -1, -1))
         if steps < 1:
@@ -215,7 +219,7 @@ class GaussianDiffusion:
         elif spacing == "karras":
             sigma = self._sigmas
             rho = 7.0
-            hi, lo = sigma[-1] ** (1 / rho), sigma[0] ** (1 / rho)
+            hi, lo = min(sigma[-1], SIGMA_MAX) ** (1 / rho), sigma[0] ** (1 / rho)
             wanted = (hi + np.linspace(0, 1, steps) * (lo - hi)) ** rho
             points = np.interp(np.log(wanted), np.log(sigma), np.arange(self.timesteps))
         else:

@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
+import torch
 
 from thinfilm import UserError, checkpoint, cli, regression
 from thinfilm.config import add_config_args, load_config, validate
-from thinfilm.data import DataError, Images, read_images, read_table
-from thinfilm.metrics import Interval, bootstrap, frechet, kid, mae, r2, texture
+from thinfilm.data import DataError, Images, Split, Table, after_fracture, read_images, read_table, series_of
+from thinfilm.metrics import Region, excess_interval, frechet, kid, mae, r2, ratio_interval, texture, texture_region
 from thinfilm.runtime import autocast_dtype, pick_device
-from thinfilm.synthetic import flat_mask
 
 KID_SPLITS = 20
 
@@ -62,30 +63,20 @@ def judge(loaded: regression.Loaded, images: Images, device, amp) -> Judged:
     return Judged(images, images.values, out.values, out.features)
 
 
-def match_rows(generated: np.ndarray, real: np.ndarray, scale: np.ndarray, source: str) -> np.ndarray:
+def match_rows(generated: np.ndarray, real: np.ndarray, scale: np.ndarray, source: str,
+               whose: str = "the real", how: str = "--conditions TEST.csv") -> np.ndarray:
     """For each generated condition row [N, C], the real row [M, C] with the same values (within 1e-6 of
     each column's scale): [N] indices. A row without a twin is an error naming it."""
-    diff = np.abs(generated[:, None, :] - real[None, :, :]) / scale
-    best = diff.max(2).argmin(1)
-    worst = diff[np.arange(len(generated)), best].max(1)
-    if (worst > 1e-6).any():
-        line = int(np.flatnonzero(worst > 1e-6)[0]) + 2
-        raise EvaluationError(f"{source}: line {line}: no real frame has these conditions; generate for the real "
-                              "CSV's rows (python -m thinfilm.sample --conditions TEST.csv)")
+    best = np.empty(len(generated), dtype=int)
+    for lo in range(0, len(generated), 256):            # [256, M, C] at a time: a training split is large
+        diff = np.abs(generated[lo:lo + 256, None, :] - real[None, :, :]) / scale
+        best[lo:lo + 256] = diff.max(2).argmin(1)
+        worst = diff[np.arange(len(diff)), best[lo:lo + 256]].max(1)
+        if (worst > 1e-6).any():
+            line = lo + int(np.flatnonzero(worst > 1e-6)[0]) + 2
+            raise EvaluationError(f"{source}: line {line}: no frame of {whose} CSV has these conditions; generate "
+                                  f"for its rows (python -m thinfilm.sample {how})")
     return best
-
-
-def ratio_interval(gen_err: np.ndarray, gen_cond: np.ndarray, real_err: np.ndarray, seed: int = 0) -> Interval:
-    """MAE generated / MAE real with its bootstrap interval over conditions. gen_err [N]: |read - asked| of
-    each generated frame, gen_cond [N]: its condition's index in real_err [M] (|read - true| per condition)."""
-    m = len(real_err)
-    per_condition = np.bincount(gen_cond, weights=gen_err, minlength=m)
-    counts = np.bincount(gen_cond, minlength=m)
-
-    def statistic(idx: np.ndarray) -> float:
-        real = real_err[idx].mean()
-        return float(per_condition[idx].sum() / max(counts[idx].sum(), 1) / real) if real > 0 else math.nan
-    return bootstrap(statistic, m, seed=seed)
 
 
 def kid_against_floor(gen: Judged, gen_cond: np.ndarray, real: Judged, seed: int = 0) -> dict[str, float]:
@@ -115,30 +106,41 @@ def sensitivity(sweeps: list[Judged], real: Judged, scale: np.ndarray, columns: 
     """Per swept column i: the slope of every reading j on the commanded value (std units, pooled within
     sweeps), against the same slopes over the real frames, reading j on the true value of column i: for
     j = i how well a real frame's value is read; for j != i how much column j moves with column i in real
-    data, which is what a sweep that leaves j unknown should reproduce, and ~0 for unrelated columns."""
-    by_column: dict[int, list[Judged]] = {}
+    data, which is what a sweep that leaves j unknown should reproduce, and ~0 for unrelated columns.
+
+    Three kinds of sweep, kept apart: one column given alone (key "<column>"); one column moving with the
+    others given at a fixed row ("<column> at a fixed row"); a measured path, every column moving as in a
+    real test ("<column> along measured paths", only the reading of each moving column itself, and only for
+    the columns also swept alone where there are such sweeps)."""
+    groups: dict[tuple[int, str], list[Judged]] = {}
+    alone = set()
     for s in sweeps:
         given = np.isfinite(s.asked)
         moving = [j for j in range(len(columns)) if given[:, j].all() and s.asked[:, j].std() > 0]
-        if len(moving) != 1:
-            raise EvaluationError(f"a sweep must vary exactly one column; {s.images.names[0]}'s varies "
-                                  f"{', '.join(columns[j] for j in moving) or 'none'}")
-        by_column.setdefault(moving[0], []).append(s)
+        if not moving:
+            raise EvaluationError(f"a sweep must vary a column; {s.images.names[0]}'s varies none")
+        if len(moving) > 1:
+            for j in moving:
+                groups.setdefault((j, "along measured paths"), []).append(s)
+            continue
+        kind = "at a fixed row" if np.delete(given, moving[0], axis=1).any() else ""
+        alone.update(moving if not kind else [])
+        groups.setdefault((moving[0], kind), []).append(s)
     centred = lambda v: v - v.mean()  # noqa: E731
     out = {}
-    for i, group in sorted(by_column.items()):
+    for (i, kind), group in sorted(groups.items()):
+        if columns[i] in invisible or (kind == "along measured paths" and alone and i not in alone):
+            continue
         x = np.concatenate([centred(s.asked[:, i]) / scale[i] for s in group])
         t = centred(real.asked[:, i]) / scale[i]
-        gen, seen = {}, {}
-        for j, col in enumerate(columns):
-            if col in invisible:
-                continue
-            gen[col] = slope(x, np.concatenate([centred(s.read[:, j]) / scale[j] for s in group]))
-            seen[col] = slope(t, centred(real.read[:, j]) / scale[j])
+        reads = [j for j, c in enumerate(columns) if c not in invisible and (j == i or kind != "along measured paths")]
+        gen = {columns[j]: slope(x, np.concatenate([centred(s.read[:, j]) / scale[j] for s in group])) for j in reads}
+        seen = {columns[j]: slope(t, centred(real.read[:, j]) / scale[j]) for j in reads}
         c = columns[i]
-        out[c] = {"slope": gen.pop(c), "real_slope": seen.pop(c), "off_diagonal": gen, "real_off_diagonal": seen,
-                  "sweeps": len(group), "frames": len(x)}
-        out[c]["slope_ratio"] = out[c]["slope"] / out[c]["real_slope"]
+        key = f"{c} {kind}" if kind else c
+        out[key] = {"slope": gen.pop(c), "real_slope": seen.pop(c), "off_diagonal": gen, "real_off_diagonal": seen,
+                    "sweeps": len(group), "frames": len(x), "kind": kind or "alone"}
+        out[key]["slope_ratio"] = out[key]["slope"] / out[key]["real_slope"]
     return out
 
 
@@ -147,7 +149,8 @@ TARGET_R2_REAL = 0.95        # the judge: R² on real held-out frames, every vis
 TARGET_RATIO = 1.2           # consistency ratio, every visible column (1.0 = as readable as a real frame)
 TARGET_SLOPE = 0.10          # sweep slope within 10 % of the real-frame slope
 TARGET_KID = 3.0             # KID within 3x its real-vs-real noise floor
-TARGET_GRAIN = (0.8, 1.25)   # grain in the flat strip, generated / real: the camera's, neither smoother nor noisier
+TARGET_GRAIN = (0.8, 1.25)   # grain in the flat film, generated / real: the camera's, neither smoother nor noisier
+TARGET_EXACT = 1.5           # consistency ratio by the simulator's exact reading (built-in data), every column it reads
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -172,38 +175,72 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         grain, (low, high) = report["texture"]["grain_ratio"], TARGET_GRAIN
         check(f"texture: grain ratio >= {low}", grain, low, above=True)
         check(f"texture: grain ratio <= {high}", grain, high)
+    for c, v in report.get("simulator", {}).get("columns", {}).items():
+        check(f"{c}: consistency ratio by the exact reading <= {TARGET_EXACT}", v["ratio"], TARGET_EXACT)
     return rows
 
 
-def simulator_check(gen: Judged, real: Judged, cond: np.ndarray, columns: list[str]) -> dict[str, Any]:
-    """The built-in data only: the simulator's exact reading of the same frames beside the regressor's.
-    Its rendered mark separations are x5 and x6, and the strains x3 = x5 / d0A - 1, x4 = x6 / d0B - 1 with
-    each frame's d0 known from its asked values, so the consistency ratio of these four columns can be
-    computed without the regressor (`ratio`), and the regressor's reading of generated frames compared
-    with the exact one (`agreement`: Pearson r). Also `synthetic.fidelity` (r against the real frame)."""
-    from thinfilm.synthetic import fidelity, measure
+def simulator_check(gen: Judged, real: Judged, cond: np.ndarray, columns: list[str], groups: list[str],
+                    brightness: float = 0.0, visible: list[str] | None = None) -> dict[str, Any]:
+    """The built-in data only: the simulator's exact reading of the same frames beside the regressor's
+    (`synthetic.exact_check`: per column the ratio and the excess in the column's units, x3-x6 from the
+    marks, x1 and x2 from the film's brightness where the data has it; per drawn feature the ratio against
+    what the conditions predict), `agreement`: Pearson r between the regressor's and the exact reading of
+    the generated frames, and `synthetic.fidelity` (r against the real frame). `groups` [M]: each real
+    frame's specimen."""
+    from thinfilm.synthetic import exact_check, exact_reading, fidelity, measure
 
-    out: dict[str, Any] = {**fidelity(gen.images.frames, real.images.frames[cond]), "ratio": {}, "agreement": {}}
-    seps = measure(gen.images.frames)[:, :2], measure(real.images.frames)[:, :2]
-    for k, (strain, dist) in enumerate((("x3", "x5"), ("x4", "x6"))):
-        if strain not in columns or dist not in columns:
-            continue
-        i, j = columns.index(strain), columns.index(dist)
-        exact = []
-        for judged, sep in zip((gen, real), seps):
-            d0 = judged.asked[:, j] / (1 + judged.asked[:, i])
-            exact.append({strain: sep[:, k] / d0 - 1, dist: sep[:, k]})
-        for c, col in ((strain, i), (dist, j)):
-            interval = ratio_interval(np.abs(exact[0][c] - gen.asked[:, col]), cond,
-                                      np.abs(exact[1][c] - real.asked[:, col]))
-            out["ratio"][c] = {"ratio": interval.value, "ratio_low": interval.low, "ratio_high": interval.high}
-            out["agreement"][c] = float(np.corrcoef(gen.read[:, col], exact[0][c])[0, 1])
-    return out
+    exact = exact_check(gen.images.frames, gen.asked, real.images.frames, real.asked, cond, columns, groups,
+                        brightness, visible)
+    read = exact_reading(measure(gen.images.frames), gen.asked, columns, brightness)
+    agreement = {c: float(np.corrcoef(gen.read[:, columns.index(c)], v)[0, 1]) for c, v in read.items()}
+    return {**fidelity(gen.images.frames, real.images.frames[cond]), **exact, "agreement": agreement}
+
+
+UNITS = {"x1": "N", "x2": "MPa", "x3": "strain", "x4": "strain", "x5": "px", "x6": "px", "x7": "", "x8": "mm"}
+
+
+def loosest(columns: dict[str, dict[str, Any]]) -> str:
+    """A sentence: which column generated frames carry least precisely (the highest ratio) and by how much in
+    its units, then every other column's excess. `columns`: {col: ratio, excess(_low, _high), mae_real}."""
+    if not columns:
+        return ""
+    ranked = sorted(columns, key=lambda c: -columns[c]["ratio"])
+    unit = lambda c: f" {UNITS[c]}" if UNITS.get(c) else ""  # noqa: E731
+    fmt = lambda c: (f"{columns[c]['excess']:.3g}{unit(c)} ({columns[c]['excess_low']:.3g}-"  # noqa: E731
+                     f"{columns[c]['excess_high']:.3g})")
+    top = ranked[0]
+    others = "; ".join(f"{c} {fmt(c)}" for c in ranked[1:])
+    return (f"Loosest: {top}, read {columns[top]['ratio']:.2f}x as far off as from real frames: generated frames "
+            f"carry it {fmt(top)} off beyond the reading's own error ({columns[top]['mae_real']:.3g}{unit(top)} "
+            f"MAE on real frames)." + (f" The others, same measure: {others}." if others else ""))
 
 
 # ------------------------------------------------------------------------------------- report
+def tstr(loaded: regression.Loaded, generated_train: str, real: Judged, device: torch.device,
+         amp: torch.dtype | None, quiet: bool = True) -> dict[str, dict[str, float]]:
+    """Train on generated, test on real (Ravuri & Vinyals 2019's classification accuracy score, for
+    regression): a regressor like the judge (its config and seed) trained only on frames generated for the
+    training split's conditions (`generated_train`: their manifest), scored by R² and MAE on the real test
+    frames of `real`. Validation holds out whole series of the training CSV where the judge's config finds it
+    (each generated row matched to its training row), else every k-th frame."""
+    cfg = loaded.config
+    columns, d = loaded.normalizer.columns, cfg.data
+    images = read_images(generated_train, columns, d.roi, d.resolution, need_values=True)
+    paths = images.names
+    if Path(d.train_csv).is_file():
+        table = read_table(d.train_csv, columns)
+        twin = match_rows(images.values, table.values, np.array(loaded.normalizer.scale), generated_train,
+                          "the training", "--conditions TRAIN.csv")
+        paths = [table.paths[i] for i in twin]
+    split = Split(Table(Path(generated_train), paths, images.values, list(columns)), images.frames,
+                  torch.empty(0))
+    trained, _, _ = regression.fit(cfg, split, device, quiet)
+    return regression.scores(regression.read(trained, real.images.frames, device, amp).values, real.asked, columns)
+
+
 def evaluate(regressor: str, generated: str, real_csv: str, root: str = "", sweeps: tuple[str, ...] = (),
-             device_name: str = "auto") -> dict[str, Any]:
+             device_name: str = "auto", tstr_generated: str | None = None, quiet: bool = True) -> dict[str, Any]:
     """Everything report.json holds (see the module docstring)."""
     device = pick_device(device_name, "--device")
     loaded = regression.load(regressor, device)
@@ -225,25 +262,35 @@ def evaluate(regressor: str, generated: str, real_csv: str, root: str = "", swee
                               "inputs": {"regressor": str(regressor), "generated": str(generated),
                                          "real": str(real_csv)}}
     for j, c in enumerate(columns):
-        gen_err, real_err = np.abs(gen.read[:, j] - gen.asked[:, j]), np.abs(real.read[:, j] - real.asked[:, j])
-        ratio = ratio_interval(gen_err, cond, real_err)
+        gen_err, real_err = gen.read[:, j] - gen.asked[:, j], real.read[:, j] - real.asked[:, j]
+        ratio, excess = ratio_interval(gen_err, cond, real_err), excess_interval(gen_err, cond, real_err)
         report["columns"][c] = {
             "visible": c not in d.invisible,
             "real": {"r2": r2(real.read[:, j], real.asked[:, j]), "mae": mae(real.read[:, j], real.asked[:, j])},
             "generated": {"r2": r2(gen.read[:, j], gen.asked[:, j]), "mae": mae(gen.read[:, j], gen.asked[:, j])},
-            "ratio": ratio.value, "ratio_low": ratio.low, "ratio_high": ratio.high}
+            "ratio": ratio.value, "ratio_low": ratio.low, "ratio_high": ratio.high,
+            "excess": excess.value, "excess_low": excess.low, "excess_high": excess.high, "units": UNITS.get(c, "")}
     report["kid"] = kid_against_floor(gen, cond, real)
     report["frechet"] = {"value": frechet(gen.features, real.features), "dims": gen.features.shape[1],
                          "rank_deficient": min(len(gen.features), len(real.features)) <= gen.features.shape[1]}
-    report["texture"] = texture(gen.images.frames, real.images.frames, flat_mask(d.resolution)).to_dict()
+    region = texture_region(real.images.frames, d.flat_region, d.roi)
+    report["texture"] = {**texture(gen.images.frames, real.images.frames, region.mask).to_dict(),
+                         "region": region.describe(real.images.frames)}
     if sweeps:
         judged = [judge(loaded, read_images(s, columns, d.roi, d.resolution), device, amp) for s in sweeps]
         report["sensitivity"] = sensitivity(judged, real, scale, columns, d.invisible)
-    if (Path(real_csv).parent / "synthetic.json").is_file():      # the built-in data: the simulator can measure
-        report["simulator"] = simulator_check(gen, real, cond, columns)
+    stamp = Path(real_csv).parent / "synthetic.json"
+    if stamp.is_file():                                            # the built-in data: the simulator can measure
+        brightness = float(json.loads(stamp.read_text()).get("brightness", 0.0))
+        visible = [c for c in columns if c not in d.invisible]
+        report["simulator"] = simulator_check(gen, real, cond, columns, [series_of(p) for p in real.images.names],
+                                              brightness, visible)
+    if tstr_generated:
+        report["tstr"] = tstr(loaded, tstr_generated, real, device, amp, quiet)
     report["targets"] = targets(report)
     report["_plot"] = {"columns": columns, "gen_asked": gen.asked, "gen_read": gen.read,
-                       "real_asked": real.asked, "real_read": real.read, "sweeps": sweeps}
+                       "real_asked": real.asked, "real_read": real.read, "sweeps": sweeps,
+                       "region": region, "real_mean": real.images.frames.mean(0)}
     return report
 
 
@@ -256,6 +303,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "report.md").write_text(markdown(report))
         scatter(plot, report, tmp)
+        region_picture(plot["real_mean"], plot["region"], tmp / "texture_region.png")
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -264,8 +312,31 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         raise
 
 
+def region_picture(mean: np.ndarray, region: Region, path: Path, side: int = 256) -> None:
+    """The mean real frame [R, R] with the texture region tinted red, enlarged to `side` px."""
+    from PIL import Image
+
+    gray = np.clip(mean, 0, 255)
+    rgb = np.stack([gray] * 3, axis=-1)
+    rgb[region.mask] = 0.55 * rgb[region.mask] + 0.45 * np.array([255.0, 0.0, 0.0])
+    Image.fromarray(rgb.round().astype(np.uint8)).resize((side, side), Image.Resampling.NEAREST).save(path)
+
+
+def _precision_lines(columns: dict[str, dict[str, Any]], who: str) -> list[str]:
+    """A table row per column of `columns` (ratio and excess with intervals, units) and the loosest sentence."""
+    lines = [f"| column | ratio, {who} | excess beyond the reading's own error | MAE real | MAE generated |",
+             "|---|---|---|---|---|"]
+    for c, v in columns.items():
+        unit = f" {UNITS[c]}" if UNITS.get(c) else ""
+        lines.append(f"| {c} | {v['ratio']:.2f} ({v['ratio_low']:.2f}-{v['ratio_high']:.2f}) | {v['excess']:.3g} "
+                     f"({v['excess_low']:.3g}-{v['excess_high']:.3g}){unit} | {v['mae_real']:.3g}{unit} | "
+                     f"{v['mae_generated']:.3g}{unit} |")
+    return lines + ["", loosest(columns)]
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The report as a page: the consistency table, then KID, texture, sensitivity, the simulator's check."""
+    """The report as a page: the consistency table, precision in units, KID, texture, sensitivity, TSTR and
+    the simulator's check."""
     n = report["counts"]
     lines = ["# Evaluation", "", f"{n['generated']} generated frames for {n['conditions']} conditions of the real "
              "test frames; the regressor reads all of them. ratio = MAE generated / MAE real (1.0 = as readable "
@@ -280,6 +351,12 @@ def markdown(report: dict[str, Any]) -> str:
     missed = [t for t in report["targets"] if not t["met"]]
     lines += ["", f"**Targets**: {len(report['targets']) - len(missed)} of {len(report['targets'])} met."
               + ("".join(f" {t['target']}: {t['value']:.3f}, missed by {t['missed_by']:.3f}." for t in missed))]
+    visible = {c: {**v, "mae_real": v["real"]["mae"], "mae_generated": v["generated"]["mae"]}
+               for c, v in report["columns"].items() if v["visible"]}
+    lines += ["", "**Precision in the columns' units.** The generator's own error beyond the regressor's misreading, "
+              "sqrt(max(0, RMSE generated² - RMSE real²)): what a generated frame adds to the error a real frame is "
+              "read with (0 = as precise as a real frame), 95 % bootstrap interval over conditions.", ""]
+    lines += _precision_lines(visible, "regressor")
     k = report["kid"]
     lines += ["", f"**KID** (regressor's penultimate features, x1000): generated vs real {1000 * k['kid']:.3f} "
               f"(spread {1000 * k['kid_spread']:.3f}) against a noise floor of {1000 * k['floor']:.3f} "
@@ -289,32 +366,50 @@ def markdown(report: dict[str, Any]) -> str:
               f"{report['frechet']['dims']} dimensions the covariances are "
               f"{'rank-deficient' if report['frechet']['rank_deficient'] else 'full-rank'})."]
     t = report["texture"]
+    g = t["region"]
+    where = {"found": "the flat film found in the real frames (away from every edge, mark and craze)",
+             "data.flat_region": "the region data.flat_region gives",
+             "whole frame": "the whole frame (no flat region found: set data.flat_region)"}[g["how"]]
     bands = ", ".join(f"{b.removeprefix('band_ratio_')} {v:.2f}" for b, v in t.items() if b.startswith("band_ratio"))
-    lines += ["", f"**Texture** in the strip between the marks: high-pass std {t['grain_generated']:.2f} levels "
+    lines += ["", f"**Texture** in {where}: {g['pixels']} pixels ({100 * g['fraction']:.0f} % of the frame), rows "
+              f"{g['rows'][0]}-{g['rows'][1]}, columns {g['cols'][0]}-{g['cols'][1]} of {g['resolution']}, mean level "
+              f"{g['level']:.0f} (red in texture_region.png). High-pass std {t['grain_generated']:.2f} levels "
               f"generated vs {t['grain_real']:.2f} real (ratio {t['grain_ratio']:.2f}); power per octave band, "
-              f"generated / real: {bands} ({t['n_generated']} and {t['n_real']} frames)."]
+              f"generated / real: {bands} ({t['n_generated']} and {t['n_real']} frames).", "",
+              "![texture region](texture_region.png)"]
     if "sensitivity" in report:
         lines += ["", "**Sensitivity**: one column swept with fixed noise; slope of the read-back value on the "
                   "commanded one (std units) against the slope the regressor gets on real frames, and how the "
                   "other visible readings move with it, generated (real frames in brackets: how the column moves "
                   "with the swept one in real data).", "",
                   "| swept | slope | real slope | ratio | other readings |", "|---|---|---|---|---|"]
-        for c, s in report["sensitivity"].items():
-            others = ", ".join(f"{k} {v:+.2f} ({s['real_off_diagonal'][k]:+.2f})" for k, v in s["off_diagonal"].items())
-            lines.append(f"| {c} ({s['sweeps']} sweeps) | {s['slope']:.3f} | {s['real_slope']:.3f} | "
-                         f"{s['slope_ratio']:.2f} | {others} |")
+        for c, sens in report["sensitivity"].items():
+            others = ", ".join(f"{k} {v:+.2f} ({sens['real_off_diagonal'][k]:+.2f})"
+                               for k, v in sens["off_diagonal"].items())
+            lines.append(f"| {c} ({sens['sweeps']} sweeps) | {sens['slope']:.3f} | {sens['real_slope']:.3f} | "
+                         f"{sens['slope_ratio']:.2f} | {others} |")
+    if "tstr" in report:
+        lines += ["", "**Train on generated, test on real**: a regressor like the judge trained only on frames "
+                  "generated for the training split's conditions, R² on the real test frames, beside the judge "
+                  "trained on the real training frames:", "", "| column | R² trained on generated | R² trained on "
+                  "real | gap |", "|---|---|---|---|"]
+        for c, v in report["columns"].items():
+            if v["visible"]:
+                ts = report["tstr"][c]["r2"]
+                lines.append(f"| {c} | {ts:.3f} | {v['real']['r2']:.3f} | {ts - v['real']['r2']:+.3f} |")
     if "simulator" in report:
         f = report["simulator"]
-        lines += ["", "**The simulator's measurement of the same frames** (built-in data only: the exact reading "
-                  "the regressor stands in for). Consistency ratio by the exact reading of the marks, against "
-                  "the regressor's; r between the two readings of the generated frames:", "",
-                  "| column | ratio, exact reading | ratio, regressor | r, regressor vs exact |", "|---|---|---|---|"]
-        for c, e in f["ratio"].items():
-            g = report["columns"][c]
-            lines.append(f"| {c} | {e['ratio']:.2f} ({e['ratio_low']:.2f}-{e['ratio_high']:.2f}) | "
-                         f"{g['ratio']:.2f} ({g['ratio_low']:.2f}-{g['ratio_high']:.2f}) | {f['agreement'][c]:.3f} |")
-        lines += ["", "`synthetic.fidelity`, Pearson r against the real frame: " + ", ".join(
-            f"{k.removeprefix('corr_')} {v:.3f}" for k, v in f.items() if k.startswith("corr_"))]
+        lines += ["", "**The simulator's exact reading of the same frames** (built-in data only: the reading the "
+                  "regressor stands in for). Consistency ratio and excess by the exact reading:", ""]
+        lines += _precision_lines(f["columns"], "exact reading")
+        lines += ["", "r between the regressor's and the exact reading of the generated frames: " + ", ".join(
+            f"{c} {r:.3f}" for c, r in f["agreement"].items()) + ".", "",
+            "Features no condition fixes exactly (craze sites, gap width and texture are drawn per specimen), their "
+            "error taken from what the conditions predict (the mean of the nearest real frames of other specimens): "
+            + ", ".join(f"{name} ratio {v['ratio']:.2f} ({v['ratio_low']:.2f}-{v['ratio_high']:.2f})"
+                        for name, v in f["features"].items()) + " (below 1: less spread than real frames).",
+            "", "`synthetic.fidelity`, Pearson r against the real frame: " + ", ".join(
+                f"{k.removeprefix('corr_')} {v:.3f}" for k, v in f.items() if k.startswith("corr_"))]
     lines += ["", "![predicted against asked](scatter.png)", ""]
     return "\n".join(lines)
 
@@ -382,11 +477,41 @@ def chain(args: argparse.Namespace) -> Path:
             sample.main(["--ckpt", str(ckpt), "--sweep", f"{col}={lo:.9g}:{hi:.9g}:9", "--out", str(folder),
                          "--seed", str(seed), *quiet])
             sweeps.append(str(folder / "manifest.csv"))
+    for k, rows in enumerate(measured_paths(test, run_cfg)):     # every column as measured: one specimen each
+        csv = work / f"path-{k}.csv"
+        rows.to_csv(csv, index=False, float_format="%.9g")
+        for seed in range(2):
+            folder = work / f"path-{k}-{seed}"
+            sample.main(["--ckpt", str(ckpt), "--path", str(csv), "--out", str(folder), "--seed", str(seed), *quiet])
+            sweeps.append(str(folder / "manifest.csv"))
+    trained_on = None
+    if args.tstr is not None:          # frames for every training condition, one each: the TSTR regressor's data
+        trained_on = work / "generated-train" / "manifest.csv"
+        sample.main(["--ckpt", str(ckpt), "--conditions", run_cfg.data.train_csv, "--out", str(trained_on.parent),
+                     *quiet])
     out = work / "report"
     report = evaluate(str(regressor), str(work / "generated" / "manifest.csv"), test, run_cfg.data.root,
-                      tuple(sweeps))
+                      tuple(sweeps), tstr_generated=str(trained_on) if trained_on else None, quiet=args.quiet)
     write_report(report, out)
     return out
+
+
+def measured_paths(test_csv: str, cfg, count: int = 2, frames: int = 9) -> list[pd.DataFrame]:
+    """Up to `count` test series as paths of `frames` rows each, evenly spaced from their first frame to the
+    last before fracture (`data.after_fracture` by train.fracture_load), in the seed's CSV format."""
+    table = read_table(test_csv, cfg.data.columns)
+    broken = after_fracture(table, cfg.train.fracture_load) if cfg.train.fracture_load in table.columns else \
+        np.zeros(len(table), dtype=bool)
+    series = np.array([series_of(p) for p in table.paths])
+    paths = []
+    for name in sorted(set(series), key=lambda n: (len(n), n))[:count]:
+        rows = np.flatnonzero((series == name) & ~broken)
+        if len(rows) < 3:
+            continue
+        pick = rows[np.unique(np.linspace(0, len(rows) - 1, frames).round().astype(int))]
+        paths.append(pd.DataFrame(table.values[pick], columns=table.columns).assign(
+            filepath=[table.paths[i] for i in pick])[["filepath", *table.columns]])
+    return paths
 
 
 def find_regressor(runs: Path, cfg) -> Path | None:
@@ -415,15 +540,21 @@ def main(argv: list[str] | None = None) -> None:
     add_config_args(chain_args, "experiments/default.toml")
     chain_args.add_argument("--run", default="latest", help="diffusion run folder or checkpoint (default: latest)")
     chain_args.add_argument("--sweep-columns", nargs="*", default=["x3", "x5"])
+    p.add_argument("--tstr", nargs="?", const="", default=None, metavar="MANIFEST",
+                   help="train on generated, test on real: a regressor trained on frames generated for the training "
+                        "split's conditions (their manifest.csv; the chain generates them), R² on the real frames")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.generated is None:
         print(f"report: {chain(args) / 'report.md'}")
         return
     missing = [f"--{k}" for k in ("regressor", "real", "out") if getattr(args, k) is None]
+    if args.tstr == "":
+        missing.append("--tstr MANIFEST (frames generated for the training split's conditions)")
     if missing:
         raise EvaluationError(f"with --generated also give {', '.join(missing)}")
-    report = evaluate(args.regressor, args.generated, args.real, args.root, tuple(args.sweep), args.device)
+    report = evaluate(args.regressor, args.generated, args.real, args.root, tuple(args.sweep), args.device,
+                      args.tstr, args.quiet)
     write_report(report, Path(args.out))
     print(f"report: {Path(args.out) / 'report.md'}")
 

@@ -7,7 +7,7 @@ features [N, D], predictions and targets [N] or [N, C].
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -42,6 +42,52 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n: int, draws: int = 100
     tail = (1 - level) / 2 * 100
     low, high = (np.percentile(values, [tail, 100 - tail]) if len(values) else (math.nan, math.nan))
     return Interval(float(statistic(np.arange(n))), float(low), float(high))
+
+
+def _per_condition(gen_err: np.ndarray, gen_cond: np.ndarray, m: int, power: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per real condition (0..m-1): the sum of |err|^power over the generated frames drawn for it, and their count."""
+    return (np.bincount(gen_cond, weights=np.abs(gen_err) ** power, minlength=m),
+            np.bincount(gen_cond, minlength=m).astype(np.float64))
+
+
+def ratio_interval(gen_err: np.ndarray, gen_cond: np.ndarray, real_err: np.ndarray, seed: int = 0) -> Interval:
+    """MAE generated / MAE real with its bootstrap interval over conditions. gen_err [N]: read - asked of
+    each generated frame, gen_cond [N]: its condition's index in real_err [M] (read - true per condition)."""
+    m, real = len(real_err), np.abs(real_err)
+    sums, counts = _per_condition(gen_err, gen_cond, m, 1)
+
+    def statistic(idx: np.ndarray) -> float:
+        denominator = real[idx].mean()
+        return float(sums[idx].sum() / max(counts[idx].sum(), 1) / denominator) if denominator > 0 else math.nan
+    return bootstrap(statistic, m, seed=seed)
+
+
+def excess_interval(gen_err: np.ndarray, gen_cond: np.ndarray, real_err: np.ndarray, seed: int = 0) -> Interval:
+    """The generator's own error beyond the reader's, sqrt(max(0, RMSE_gen^2 - RMSE_real^2)), in the units of
+    the errors, with its bootstrap interval over conditions (arguments as `ratio_interval`). A reader that
+    misreads real frames by e_r and a generator that misplaces by e_g independently read generated frames
+    off by sqrt(e_r^2 + e_g^2): this is e_g. 0 when generated frames read as well as real ones."""
+    m, real = len(real_err), np.square(real_err)
+    sums, counts = _per_condition(gen_err, gen_cond, m, 2)
+
+    def statistic(idx: np.ndarray) -> float:
+        return math.sqrt(max(0.0, sums[idx].sum() / max(counts[idx].sum(), 1) - real[idx].mean()))
+    return bootstrap(statistic, m, seed=seed)
+
+
+def neighbour_mean(x: np.ndarray, y: np.ndarray, groups: Sequence[str], k: int = 8) -> np.ndarray:
+    """For each row of x [M, D] (columns z-scored here), the mean of y [M, F] over its k nearest rows of
+    *other* groups [M] (leave one group out: a specimen does not predict itself): [M, F]."""
+    x = np.asarray(x, np.float64)
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    groups = np.asarray(groups)
+    dist = ((x[:, None, :] - x[None, :, :]) ** 2).sum(2)
+    dist[groups[:, None] == groups[None, :]] = np.inf
+    k = min(k, int(np.isfinite(dist).sum(1).min()))
+    if k == 0:                                                    # a single group: nothing to predict from
+        return np.full((len(x), np.shape(y)[1]), np.nan)
+    nearest = np.argsort(dist, axis=1)[:, :k]
+    return np.asarray(y, np.float64)[nearest].mean(1)
 
 
 # ------------------------------------------------------------------------------ feature distances
@@ -86,6 +132,99 @@ def highpass(frames: np.ndarray) -> np.ndarray:
     r = f.shape[-1]
     box = sum(f[:, i:r - 2 + i, j:r - 2 + j] for i in range(3) for j in range(3)) / 9
     return f[:, 1:-1, 1:-1] - box
+
+
+class Region(NamedTuple):
+    """Where texture is measured: a boolean mask [R, R] and how it was chosen."""
+    mask: np.ndarray
+    how: str                    # "found" (`flat_region`), "data.flat_region" (given) or "whole frame"
+
+    def describe(self, frames: np.ndarray) -> dict[str, Any]:
+        """For a report: how, size, bounding box (rows, cols at this resolution) and mean level in `frames`."""
+        rows, cols = np.nonzero(self.mask)
+        return {"how": self.how, "pixels": int(self.mask.sum()), "fraction": float(self.mask.mean()),
+                "rows": [int(rows.min()), int(rows.max()) + 1], "cols": [int(cols.min()), int(cols.max()) + 1],
+                "resolution": int(self.mask.shape[0]), "level": float(levels(frames)[:, self.mask].mean())}
+
+
+def _near(edges: np.ndarray, radius: int) -> np.ndarray:
+    """Dilation of boolean [N, R, R] maps by a (2 radius + 1)^2 square (box sums from an integral image)."""
+    if radius == 0:
+        return edges
+    n, h, w = edges.shape
+    total = np.zeros((n, h + 2 * radius + 1, w + 2 * radius + 1), np.int32)
+    total[:, 1:, 1:] = np.pad(edges, ((0, 0), (radius, radius), (radius, radius))).cumsum(1).cumsum(2)
+    k = 2 * radius + 1
+    box = total[:, k:, k:] - total[:, :-k, k:] - total[:, k:, :-k] + total[:, :-k, :-k]
+    return box > 0
+
+
+def flat_region(frames: np.ndarray, most: int = 64, busy: float = 0.05) -> Region:
+    """Where the film is flat in real frames [N, R, R]: the pixels that are away from every edge in all but
+    `busy` of the frames (strip edges, marks wherever they move, crazes, the fracture gap), so that only the
+    film's texture varies there, found from the frames alone (no geometry assumed). Edges: the gradient of
+    each frame blurred at R / 64 px, as the height of the step it would be, above 15 % of the frames' level
+    range; "away": beyond twice the blur (and the frame's border). Of the flat pixels, the film is the level
+    group (two groups when their levels differ by over 10 % of the range: film and background) with the
+    finer texture, or, where both are alike within 25 %, the larger one. At most `most` frames, evenly spaced.
+    No flat pixel at all (tiny frames): the whole frame, and `how` says so."""
+    f = levels(frames)
+    f = f[np.linspace(0, len(f) - 1, min(len(f), most)).round().astype(int)]
+    r = f.shape[-1]
+    sigma = max(1.0, r / 64)
+    blurred = gaussian_blur(f, sigma)
+    dy, dx = np.gradient(blurred, axis=(1, 2))
+    step = np.hypot(dy, dx) * sigma * math.sqrt(2 * math.pi)          # an ideal step of height h reads ~h
+    mean = f.mean(0)
+    span = np.percentile(mean, 99) - np.percentile(mean, 1)
+    margin = int(math.ceil(2 * sigma))
+    flat = _near(step > 0.15 * span, margin).mean(0) <= busy
+    border = np.zeros_like(flat)
+    border[margin:r - margin, margin:r - margin] = True
+    flat &= border
+    if not flat.any():
+        return Region(np.ones((r, r), dtype=bool), "whole frame")
+    level = mean[flat]
+    groups = [flat]
+    cut = _otsu(level)
+    if cut is not None and level[level > cut].mean() - level[level <= cut].mean() > 0.1 * span:
+        groups = [flat & (mean > cut), flat & (mean <= cut)]
+    hp = np.zeros_like(f)
+    hp[:, 1:-1, 1:-1] = highpass(f)
+    texture = [float(np.median(hp[:, g].std(1))) for g in groups]
+    best = int(np.argmax(texture))
+    if len(groups) == 2 and texture[best] < 1.25 * texture[1 - best]:
+        best = int(np.argmax([g.sum() for g in groups]))
+    return Region(groups[best], "found")
+
+
+def texture_region(frames: np.ndarray, box: Sequence[int] = (), roi: Sequence[int] = ()) -> Region:
+    """Where texture is measured in frames [N, R, R] cropped to `roi` (top, left, height, width, camera px):
+    the `box` given in the same camera pixels (`data.flat_region`), else the flat film `flat_region` finds."""
+    if not box:
+        return flat_region(frames)
+    r = np.shape(frames)[-1]
+    top, left, height, width = (int(v) for v in box)
+
+    def span(start: int, length: int, origin: int, size: int) -> slice:
+        lo = int(round((start - origin) / size * r))
+        return slice(lo, max(int(round((start + length - origin) / size * r)), lo + 1))
+    mask = np.zeros((r, r), dtype=bool)
+    mask[span(top, height, roi[0], roi[2]), span(left, width, roi[1], roi[3])] = True
+    return Region(mask, "data.flat_region")
+
+
+def _otsu(values: np.ndarray, bins: int = 64) -> float | None:
+    """The threshold that splits `values` into two groups of least within-group variance (Otsu 1979)."""
+    if values.max() <= values.min():
+        return None
+    counts, edges = np.histogram(values, bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts)[:-1]
+    w1 = counts.sum() - w0
+    m0 = np.cumsum(counts * centres)[:-1] / np.maximum(w0, 1)
+    m1 = ((counts * centres).sum() - np.cumsum(counts * centres)[:-1]) / np.maximum(w1, 1)
+    return float(edges[1:-1][np.argmax(w0 * w1 * (m0 - m1) ** 2)])
 
 
 def region_mask(r: int, rows: tuple[float, float], cols: Sequence[tuple[float, float]]) -> np.ndarray:

@@ -199,43 +199,59 @@ def scores(pred: np.ndarray, true: np.ndarray, columns: list[str]) -> dict[str, 
     return {c: {"r2": r2(pred[:, j], true[:, j]), "mae": mae(pred[:, j], true[:, j])} for j, c in enumerate(columns)}
 
 
-def train_regressor(cfg: Config, quiet: bool = False) -> Path:
-    """Train, keep the best epoch's weights in checkpoints/best.pt, write metrics.json; return the run folder."""
+def fit(cfg: Config, train: Split, device: torch.device, quiet: bool = False,
+        run: checkpoint.RunDir | None = None) -> tuple[Loaded, int, float]:
+    """Train a regressor on a split's frames with early stopping; returns the best epoch's model (in eval
+    mode), that epoch and its validation MSE. With `run`: checkpoints/best.pt and tensorboard curves there."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
     g = cfg.regression
-    run = checkpoint.new_run_dir(cfg.train.out_dir, g.run_name or checkpoint.timestamped(f"regressor-{cfg.name}"),
-                                 "regression.run_name")
-    device = pick_device(cfg.train.device, "train.device")
-    train, test, _ = load_splits(cfg.data, progress=not quiet)
-    fit = Fit(cfg, train, device)
-    run.path.mkdir(parents=True)
-    (run.path / "config.toml").write_text(to_toml(cfg))
-    writer = SummaryWriter(str(run.tb))
-    print(f"regressor {run.path}: ResNet-18 ({g.stem} stem), {len(fit.fit_idx)} frames to fit, "
-          f"{len(fit.val_idx)} to validate ({fit.val_how}), up to {g.epochs} epochs")
-    best, best_epoch, since = math.inf, 0, 0
+    job = Fit(cfg, train, device)
+    writer = SummaryWriter(str(run.tb)) if run else None
+    if not quiet:
+        print(f"regressor{f' {run.path}' if run else ''}: ResNet-18 ({g.stem} stem), {len(job.fit_idx)} frames to "
+              f"fit, {len(job.val_idx)} to validate ({job.val_how}), up to {g.epochs} epochs")
+    best, best_epoch, since, kept = math.inf, 0, 0, None
     bar = tqdm(range(1, g.epochs + 1), desc="regressor", unit="epoch", disable=quiet, dynamic_ncols=True)
     for epoch in bar:
-        loss, val = fit.epoch(), fit.validate()
-        writer.add_scalar("regression/train_loss", loss, epoch)
-        writer.add_scalar("regression/val_loss", val, epoch)
+        loss, val = job.epoch(), job.validate()
+        if writer:
+            writer.add_scalar("regression/train_loss", loss, epoch)
+            writer.add_scalar("regression/val_loss", val, epoch)
         bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}")
         if val < best:
             best, best_epoch, since = val, epoch, 0
-            checkpoint.save(fit.state(epoch, val), run.checkpoints / "best.pt", checkpoint.REGRESSOR)
+            kept = {k: v.detach().clone() for k, v in job.net.state_dict().items()}
+            if run:
+                checkpoint.save(job.state(epoch, val), run.checkpoints / "best.pt", checkpoint.REGRESSOR)
         else:
             since += 1
             if since > g.patience:
                 break
     bar.close()
-    loaded = load(run.checkpoints / "best.pt", device)
-    metrics = scores(read(loaded, np.asarray(test.frames), device, fit.amp).values, test.table.values,
-                     cfg.data.columns)
-    for c, m in metrics.items():
-        writer.add_scalar(f"test_r2/{c}", m["r2"], best_epoch)
-    writer.close()
+    if writer:
+        writer.close()
+    job.net.load_state_dict(kept)
+    return Loaded(job.net.eval(), cfg, job.norm, best_epoch), best_epoch, best
+
+
+def train_regressor(cfg: Config, quiet: bool = False) -> Path:
+    """Train, keep the best epoch's weights in checkpoints/best.pt, write metrics.json; return the run folder."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = checkpoint.new_run_dir(cfg.train.out_dir, cfg.regression.run_name
+                                 or checkpoint.timestamped(f"regressor-{cfg.name}"), "regression.run_name")
+    device = pick_device(cfg.train.device, "train.device")
+    train, test, _ = load_splits(cfg.data, progress=not quiet)
+    run.path.mkdir(parents=True)
+    (run.path / "config.toml").write_text(to_toml(cfg))
+    loaded, best_epoch, best = fit(cfg, train, device, quiet, run)
+    metrics = scores(read(loaded, np.asarray(test.frames), device, autocast_dtype(cfg.train.precision, device)).values,
+                     test.table.values, cfg.data.columns)
+    with SummaryWriter(str(run.tb)) as writer:
+        for c, m in metrics.items():
+            writer.add_scalar(f"test_r2/{c}", m["r2"], best_epoch)
     (run.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"best epoch {best_epoch} (validation MSE {best:.4f}); test split, R2 per column: "
           + ", ".join(f"{c} {m['r2']:.3f}" for c, m in metrics.items()))

@@ -20,10 +20,11 @@ import pandas as pd
 import torch
 
 from thinfilm import UserError, checkpoint, cli
+from thinfilm.config import ConfigError, validate
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.runtime import autocast_dtype, pick_device, require_cuda
-from thinfilm.sampling import frame_seed, generate, kept_grain
+from thinfilm.sampling import Guidance, Plan, frame_seed, generate
 
 
 class SampleError(UserError):
@@ -150,7 +151,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--values", help="x1=...,x5=... ; omitted columns are unknown")
     src.add_argument("--sweep", help="COLUMN=START:STOP:COUNT, other columns from --base")
     src.add_argument("--base", help="for --sweep: CSV:ROW (1-based) or x1=...,x2=...")
-    src.add_argument("--path", help="replay a measured series CSV in order (writes film.gif and strip.png)")
+    src.add_argument("--path", help="replay a measured series CSV in order as one specimen: the same start noise "
+                                    "and a deterministic sampler for every row (writes film.gif and strip.png)")
+    p.add_argument("--independent", action="store_true", help="with --path: every frame its own noise (and "
+                   "the checkpoint's sampler), i.e. its own specimen")
     p.add_argument("--n-per-condition", type=int, default=1)
     p.add_argument("--sampler", choices=["ddim", "ddpm", "dpmpp2m"], default=None,
                    help="default: the checkpoint's sample.sampler; dpmpp2m: DPM-Solver++(2M), --eta > 0 its SDE form")
@@ -162,6 +166,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="put back the camera's grain an x0 estimate smooths away (default: the checkpoint's "
                         "sample.keep_grain); use with --spacing karras")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--guidance-fields", default=None, metavar="x3,x4,...",
+                   help="the columns guidance pushes (the other branch leaves only these unknown); '' = all")
+    p.add_argument("--guidance-interval", default=None, metavar="LO:HI",
+                   help="guide only at timesteps LO..HI (e.g. 100:700); '' = every step")
+    p.add_argument("--guidance-parallel", type=float, default=None, metavar="ETA",
+                   help="weight of the guidance update along the conditional x0 (APG: 0; 1 = plain guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
@@ -189,16 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         require_cuda(device, "--cuda-graph")
     loaded = checkpoint.load_model(args.ckpt, ema=not args.no_ema, device=device)
     cfg, norm = loaded.config, loaded.normalizer
-    s = cfg.sample
-    sampler, steps, eta = args.sampler or s.sampler, args.steps or s.steps, s.eta if args.eta is None else args.eta
-    spacing = args.spacing or s.spacing
-    guidance = s.guidance if args.guidance is None else args.guidance
-    if args.keep_grain is not None:
-        s.keep_grain = args.keep_grain
-    if s.keep_grain and cfg.diffusion.skip == "grain":
-        raise SampleError("--keep-grain: this checkpoint's network passes the grain through already "
-                          "(diffusion.skip = \"grain\"); drop the flag")
-    if s.keep_grain and cfg.diffusion.grain == 0:
+    plan = sampling_plan(args, cfg)
+    if cfg.sample.keep_grain and cfg.diffusion.grain == 0:
         print("keep-grain: the checkpoint has no measured grain (diffusion.grain = 0, trained before it was "
               "measured): frames drawn without it")
     if args.n_per_condition < 1:
@@ -212,10 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [c for j, c in enumerate(norm.columns) if np.isnan(raw[:, j]).any()]
     if unknown:
         print(f"unknown (masked out, the model fills them in): {', '.join(unknown)}")
-    if args.sweep:
-        if sampler == "ddpm" or eta != 0:
-            sampler, eta = "ddim" if sampler == "ddpm" else sampler, 0.0
-            print(f"sweep: using deterministic {sampler} (eta 0) so the frames differ only by the swept value")
+    one_specimen = bool(args.sweep or (args.path and not args.independent))
+    if one_specimen:                  # every frame from the same start noise, deterministically: one specimen
+        if plan.sampler == "ddpm" or plan.eta != 0:
+            plan = plan._replace(sampler="ddim" if plan.sampler == "ddpm" else plan.sampler, eta=0.0)
+            what = "swept value" if args.sweep else "measurements"
+            print(f"{'sweep' if args.sweep else 'path'}: using deterministic {plan.sampler} (eta 0) so the frames "
+                  f"differ only by the {what} (--independent: each frame its own specimen)")
         seeds = [frame_seed(args.seed, i % args.n_per_condition) for i in range(len(raw))]
     else:
         seeds = [frame_seed(args.seed, i) for i in range(len(raw))]
@@ -227,18 +232,69 @@ def main(argv: list[str] | None = None) -> None:
             raise SampleError(f"--init-image: {err}") from None
 
     diffusion = GaussianDiffusion.from_config(cfg)
-    x = generate(loaded.net, diffusion, norm.encode(raw), seeds, sampler=sampler, steps=steps, eta=eta,
-                 guidance=guidance, clip=s.clip and not args.no_clip, batch_size=args.batch_size or s.batch_size,
-                 device=device, x_init=x_init, strength=args.strength if x_init is not None else 1.0,
-                 amp=autocast_dtype(args.precision, device), progress=not args.quiet, spacing=spacing,
-                 grain=kept_grain(cfg), graphs={} if args.cuda_graph else None)
+    visited = len(diffusion.plan(plan.sampler, plan.steps, plan.spacing))
+    if plan.sampler != "ddpm" and visited < min(plan.steps, diffusion.timesteps):
+        print(f"note: {visited} distinct timesteps of the {plan.steps} asked ({plan.spacing} spacing rounds to "
+              f"whole timesteps of {diffusion.timesteps})")
+    x = generate(loaded.net, diffusion, norm.encode(raw), seeds, plan, device=device, x_init=x_init,
+                 strength=args.strength if x_init is not None else 1.0, amp=autocast_dtype(args.precision, device),
+                 progress=not args.quiet, graphs={} if args.cuda_graph else None)
     out = Path(args.out)
     write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
                   film=bool(args.sweep or args.path))
-    how = (f"ddpm, {diffusion.timesteps} steps" if sampler == "ddpm" else
-           f"{sampler}, {steps} {spacing} steps, eta {eta:g}")
-    how += f", grain {cfg.diffusion.grain:g} levels kept" if kept_grain(cfg) else ""
-    print(f"wrote {len(x)} frames ({how}, guidance {guidance:g}) and manifest.csv to {out}")
+    how = (f"ddpm, {diffusion.timesteps} steps" if plan.sampler == "ddpm" else
+           f"{plan.sampler}, {plan.steps} {plan.spacing} steps, eta {plan.eta:g}")
+    how += f", grain {cfg.diffusion.grain:g} levels kept" if plan.grain else ""
+    print(f"wrote {len(x)} frames ({how}, guidance {describe(plan.guidance, norm.columns)}) and manifest.csv to {out}")
+
+
+def sampling_plan(args: argparse.Namespace, cfg) -> Plan:
+    """The checkpoint's `[sample]` section with the command line's changes, checked like a config."""
+    s = cfg.sample
+    changes = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
+               "keep_grain": args.keep_grain, "guidance": args.guidance, "guidance_parallel": args.guidance_parallel,
+               "batch_size": args.batch_size}
+    for key, value in changes.items():
+        if value is not None:
+            setattr(s, key, value)
+    if args.no_clip:
+        s.clip = False
+    if args.guidance_fields is not None:
+        s.guidance_fields = [c.strip() for c in args.guidance_fields.split(",") if c.strip()]
+    if args.guidance_interval is not None:
+        lo, sep, hi = args.guidance_interval.partition(":")
+        try:
+            s.guidance_interval = [int(lo), int(hi)] if sep else []
+        except ValueError:
+            raise SampleError(f"--guidance-interval {args.guidance_interval!r}: give LO:HI timesteps, e.g. 100:700") \
+                from None
+        if not sep and args.guidance_interval.strip():
+            raise SampleError(f"--guidance-interval {args.guidance_interval!r}: give LO:HI timesteps, e.g. 100:700")
+    flags = {"sample.steps": "--steps", "sample.batch_size": "--batch-size", "sample.eta": "--eta",
+             "sample.guidance": "--guidance", "sample.guidance_fields": "--guidance-fields",
+             "sample.guidance_interval": "--guidance-interval", "sample.keep_grain": "--keep-grain"}
+    try:
+        validate(cfg)
+    except ConfigError as err:                 # the rule, in the command line's words
+        message = str(err)
+        for key in sorted(flags, key=len, reverse=True):          # sample.guidance_fields before sample.guidance
+            message = message.replace(key, flags[key])
+        raise SampleError(message) from None
+    return Plan.from_config(cfg)
+
+
+def describe(g: Guidance, columns: Sequence[str]) -> str:
+    """Guidance in a few words for the closing line."""
+    if g.scale == 1.0:
+        return "off"
+    parts = [f"{g.scale:g}"]
+    if g.fields:
+        parts.append("on " + ",".join(columns[j] for j in g.fields))
+    if g.interval:
+        parts.append(f"at t {g.interval[0]}-{g.interval[1]}")
+    if g.parallel != 1.0:
+        parts.append(f"parallel weight {g.parallel:g}")
+    return " ".join(parts)
 
 
 if __name__ == "__main__":

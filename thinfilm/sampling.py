@@ -5,12 +5,12 @@ entry point.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from thinfilm.data import LEVELS
+from thinfilm import LEVELS
 from thinfilm.diffusion import Denoise, GaussianDiffusion, randn
 from thinfilm.runtime import autocast, derive_seed
 from thinfilm.unet import UNet
@@ -27,18 +27,55 @@ def frame_seed(seed: int, index: int) -> int:
     return derive_seed(seed, index)
 
 
-def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], cond: Tensor, scale: float) -> Denoise:
-    """Classifier-free guidance (Ho & Salimans 2022) as a `denoise` callable: u + scale * (c - u).
+class Guidance(NamedTuple):
+    """Classifier-free guidance as the samplers apply it (`guided`)."""
+    scale: float = 1.0                   # 1 = off
+    fields: tuple[int, ...] = ()         # the condition columns it pushes: the other branch leaves only these
+                                         # unknown; () = all of them (the plain unconditional branch)
+    interval: tuple[int, int] | None = None   # the timesteps [lo, hi] it acts on (Kynkaanniemi et al. 2024)
+    parallel: float = 1.0                # weight of the update's part parallel to the conditional x0 (Sadat et al.
+                                         # 2024, APG: 0 keeps only the orthogonal part; 1 = plain guidance)
 
-    NaN fields of `cond` are unknown; the unconditional branch has every field unknown.
+    @classmethod
+    def from_config(cls, s, columns: Sequence[str]) -> "Guidance":
+        """The guidance a `[sample]` config section asks for, fields by name in `columns`."""
+        return cls(s.guidance, tuple(columns.index(c) for c in s.guidance_fields),
+                   tuple(s.guidance_interval) if s.guidance_interval else None, s.guidance_parallel)
+
+
+def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], cond: Tensor, guidance: float | Guidance,
+           diffusion: GaussianDiffusion | None = None) -> Denoise:
+    """Classifier-free guidance (Ho & Salimans 2022) as a `denoise` callable: c + (w - 1) (c - u).
+
+    NaN fields of `cond` are unknown. The other branch u has every field unknown, or only `fields`. Plain
+    guidance mixes the network's outputs; with an `interval` or `parallel` != 1 it mixes the x0 estimates
+    (the same thing where it is plain: x0 is affine in any prediction), which needs `diffusion`.
     """
-    null = UNet.null_condition(cond)
+    g = guidance if isinstance(guidance, Guidance) else Guidance(guidance)
+    if g.scale == 1.0:
+        return lambda x_t, t: net(x_t, t, cond)
+    other = UNet.null_condition(cond)
+    if g.fields:
+        other = cond.clone()
+        other[:, list(g.fields)] = float("nan")
+    plain = g.interval is None and g.parallel == 1.0
+    if not plain and diffusion is None:
+        raise ValueError("guidance with an interval or a parallel weight needs the diffusion (x0 estimates)")
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
-        if scale == 1.0:
-            return net(x_t, t, cond)
-        out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null])).chunk(2)
-        return out_u + scale * (out_c - out_u)
+        out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, other])).chunk(2)
+        if plain:
+            return out_u + g.scale * (out_c - out_u)
+        x0_c, x0_u = diffusion.split(out_c, x_t, t).x0, diffusion.split(out_u, x_t, t).x0
+        delta = x0_c - x0_u                                                   # [B, 1, R, R]
+        if g.parallel != 1.0:                 # APG: the part of delta along x0_c mostly scales the image's levels
+            along = (delta * x0_c).flatten(1).sum(1) / x0_c.flatten(1).pow(2).sum(1).clamp(min=1e-12)
+            parallel = along.view(-1, *[1] * (delta.dim() - 1)) * x0_c
+            delta = delta - (1 - g.parallel) * parallel
+        w = torch.full_like(t, g.scale, dtype=x0_c.dtype)
+        if g.interval is not None:
+            w = torch.where((t >= g.interval[0]) & (t <= g.interval[1]), w, torch.ones_like(w))
+        return diffusion.join(x0_c + (w - 1).view(-1, *[1] * (delta.dim() - 1)) * delta, x_t, t)
 
     return denoise
 
@@ -83,41 +120,57 @@ class SamplerGraph:
         return self.out.clone()                      # the next replay overwrites `out`
 
 
+class Plan(NamedTuple):
+    """How frames are drawn: a `[sample]` config section with the run's measured grain, as `generate` takes
+    it; `Plan.from_config(cfg)._replace(...)` for a command line's changes."""
+    sampler: str = "ddim"
+    steps: int | None = 50
+    eta: float = 0.0
+    spacing: str = "trailing"
+    guidance: Guidance = Guidance()
+    clip: bool = True
+    batch_size: int = 16
+    grain: float = 0.0                   # put back at low noise, network units (`kept_grain`); 0 = off
+
+    @classmethod
+    def from_config(cls, cfg) -> "Plan":
+        s = cfg.sample
+        return cls(s.sampler, s.steps, s.eta, s.spacing, Guidance.from_config(s, cfg.data.columns), s.clip,
+                   s.batch_size, kept_grain(cfg))
+
+
 @torch.no_grad()
-def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], *, sampler: str,
-             steps: int | None, eta: float, guidance: float, clip: bool, batch_size: int,
+def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], plan: Plan, *,
              device: torch.device | str, x_init: Tensor | None = None, strength: float = 1.0,
-             amp: torch.dtype | None = None, progress: bool = False, spacing: str = "trailing",
-             grain: float = 0.0, graphs: dict | None = None) -> Tensor:
-    """Frames for normalised conditions cond [N, C] (NaN = unknown), one generator per frame:
-    returns float [N, 1, R, R] in [-1, 1] on the CPU. `amp`: autocast dtype (None = fp32);
-    `grain` > 0: the grain put back at low noise (`kept_grain`).
+             amp: torch.dtype | None = None, progress: bool = False, graphs: dict | None = None) -> Tensor:
+    """Frames for normalised conditions cond [N, C] (NaN = unknown) drawn as `plan` says, one generator per
+    frame: returns float [N, 1, R, R] in [-1, 1] on the CPU. `amp`: autocast dtype (None = fp32).
     `graphs`: None runs eagerly; a dict (CUDA only) runs each chunk from a `SamplerGraph` kept in it, keyed
     by everything that shapes the run: pass the same dict again and the graphs are replayed, not captured."""
     device = torch.device(device)
-    r = net.resolution
+    r, p = net.resolution, plan
     strength = strength if x_init is not None else 1.0
 
     def run(chunk: Tensor, init: Tensor | None, noise: Tensor | None = None,
             gens: Sequence[torch.Generator] | None = None) -> Tensor:
         with autocast(device, amp, cache=noise is None):     # a graph must not keep autocast's cast weights
-            denoise = diffusion.keeping_grain(guided(net, chunk, guidance), grain)
-            return diffusion.sample(denoise, (len(chunk), 1, r, r), sampler, steps, eta, gens, x_init=init,
-                                    strength=strength, clip=clip, device=device,
-                                    progress=progress and noise is None, spacing=spacing, noise=noise)
+            denoise = diffusion.keeping_grain(guided(net, chunk, p.guidance, diffusion), p.grain)
+            return diffusion.sample(denoise, (len(chunk), 1, r, r), p.sampler, p.steps, p.eta, gens, x_init=init,
+                                    strength=strength, clip=p.clip, device=device,
+                                    progress=progress and noise is None, spacing=p.spacing, noise=noise)
 
-    draws = None if graphs is None else diffusion.draws(sampler, steps, eta, spacing, strength)
+    draws = None if graphs is None else diffusion.draws(p.sampler, p.steps, p.eta, p.spacing, strength)
     out = []
-    for lo in range(0, len(cond), max(1, batch_size)):
-        chunk = cond[lo:lo + batch_size].to(device)
-        gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + batch_size]]
+    batch = max(1, p.batch_size)
+    for lo in range(0, len(cond), batch):
+        chunk = cond[lo:lo + batch].to(device)
+        gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + batch]]
         init = None if x_init is None else x_init.expand(len(chunk), -1, -1, -1).to(device)
         if graphs is None:
             x = run(chunk, init, gens=gens)
         else:
             noise = predrawn((len(chunk), 1, r, r), gens, draws)
-            key = (id(net), id(diffusion), tuple(chunk.shape), init is None, sampler, steps, eta, guidance, clip,
-                   strength, amp, spacing, grain)
+            key = (id(net), id(diffusion), tuple(chunk.shape), init is None, p, strength, amp)
             if key not in graphs:
                 graphs[key] = SamplerGraph(run, chunk, init, noise.shape)
             x = graphs[key](chunk, init, noise)

@@ -20,6 +20,10 @@ What drives what you see (the rest is invisible by construction):
 |               | x3 - x2 / E, so they appear near the stress peak and widen; after fracture (load  |
 |               | ~ 0) a dark gap through the strip                                                 |
 | x3            | strip height contracts by Poisson's ratio 0.38 times the strain                    |
+| x2 (option)   | `brightness` > 0: the film's level rises by that many 8-bit levels per MPa of     |
+|               | stress (light through a stressed film, as in textured frames from outside the     |
+|               | project), under a lamp that flickers by `FLICKER` levels from frame to frame: a   |
+|               | global intensity a sampler must get right to a fraction of a level                |
 | x7            | invisible: a lagged ratio of label noise                                          |
 | x8            | invisible: an absolute stage offset per series                                    |
 | (none)        | texture (`texture="camera"`): a speckle pattern and film-thickness variations     |
@@ -35,7 +39,9 @@ Texture levels (`TEXTURES`), in 8-bit levels of the full-size frame:
   levels, as textured tensile-test frames from outside this project do (~5 levels); at 256 / 512 px
   more of the speckle survives.
 
-`measure()` reads the features back from ROI frames at any resolution; `FEATURES` names them.
+`measure()` reads the features back from ROI frames at any resolution; `FEATURES` names them;
+`exact_reading()` turns them into the measurements that drew them (x5, x6, the strains, the stress through
+the brightness), the reading a judge of generated frames stands in for.
 Not simulated: marker-tracking failures (the real data1's x6 jumps), grips.
 """
 from __future__ import annotations
@@ -44,13 +50,21 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from thinfilm.metrics import levels, region_mask, texture
+from thinfilm.metrics import (
+    excess_interval,
+    flat_region,
+    levels,
+    neighbour_mean,
+    ratio_interval,
+    region_mask,
+    texture,
+)
 
 WIDTH, HEIGHT = 2452, 2056
 ROI = (678, 0, 767, 2452)                     # top, left, height, width
@@ -60,10 +74,14 @@ POISSON = 0.38
 MARK_WIDTH = 44.0
 BACKGROUND, STRIP, WHITE, MARK_DEPTH = 50.0, 140.0, 90.0, 110.0
 AREA_FACTOR = 2000.0                          # x2 = 2000 * x1
+FLICKER = 0.4                                 # with `brightness`: the lamp's frame-to-frame std, 8-bit levels
 LOAD_STEP = 8.19e-6                           # load quantisation, N
-FEATURES = ("sep_a", "sep_b", "whitening", "gap", "height")
+FEATURES = ("sep_a", "sep_b", "whitening", "gap", "height", "film")
 # the strip between the marks, outside the craze zone: rows and columns as fractions of the ROI
 FLAT_ROWS, FLAT_COLS = (0.42, 0.58), ((0.28, 0.38), (0.62, 0.72))
+# where the film's own level is read: the same rows (between the mark bands), every column outside the
+# craze zone that is not at the frame's edge
+FILM_COLS = ((0.05, 0.33), (0.67, 0.95))
 
 
 class Texture(NamedTuple):
@@ -188,14 +206,21 @@ def _sample(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray
     return part[:, j] * (1 - wx) + part[:, j + 1] * wx
 
 
-def render(series: Series, i: int, rng: np.random.Generator) -> np.ndarray:
-    """Frame `i` of `series` as a uint8 [2056, 2452] camera image."""
+def vignetting(x: np.ndarray) -> np.ndarray:
+    """The camera's gain across the frame's columns x (px): 1 at the centre, 0.98 at the edges."""
+    return 1 - 0.08 * ((x - WIDTH / 2) / WIDTH) ** 2
+
+
+def render(series: Series, i: int, rng: np.random.Generator, brightness: float = 0.0) -> np.ndarray:
+    """Frame `i` of `series` as a uint8 [2056, 2452] camera image; `brightness`: levels per MPa of the
+    stress x2 added to the film's level, plus the lamp's flicker (`FLICKER`; without it the film's level
+    would carry the stress to a hundredth of a level on smooth films, more exactly than any camera)."""
     x = np.arange(WIDTH, dtype=np.float32)
     top, _, height, _ = ROI
     y = np.arange(top, top + height, dtype=np.float32)
     strain, c = series.strain[i], series.center
     half = HALF_HEIGHT * (1 - POISSON * strain)
-    gain = 1 - 0.08 * ((x - WIDTH / 2) / WIDTH) ** 2              # vignetting
+    gain = vignetting(x)
 
     # crazes: bright bands whose openings add up to the plastic strain over the gauge length
     active = np.maximum(series.plastic[i] - series.onsets, 0)
@@ -203,7 +228,8 @@ def render(series: Series, i: int, rng: np.random.Generator) -> np.ndarray:
     sites = c + series.crazes * series.d0 / 2 * (1 + strain)
     width = np.where(active > 0, 3 * opening + 4, 0)
     across = np.clip(_box(x[:, None], sites - width / 2, sites + width / 2).sum(1), 0, 1.2)
-    level = STRIP + WHITE * across
+    lit = brightness * series.values[i, 1] + FLICKER * rng.standard_normal() if brightness else 0.0
+    level = STRIP + lit + WHITE * across
     film = np.ones_like(x)
     if series.broken[i]:                                          # the specimen splits at the widest craze
         site = sites[np.argmax(opening)]
@@ -229,11 +255,11 @@ def render(series: Series, i: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def generate(out: str | Path, n_series: int = 10, n_frames: int = 50, seed: int = 0,
-             progress: bool = True, texture: str = "camera") -> pd.DataFrame:
+             progress: bool = True, texture: str = "camera", brightness: float = 0.0) -> pd.DataFrame:
     """Write series `data1..dataN` of TIFF frames under `out`; return the table in the seed's format.
 
     `texture` names an entry of `TEXTURES`; the measurements and the geometry of every frame are the
-    same whatever the texture (it is drawn from a stream of its own).
+    same whatever the texture (it is drawn from a stream of its own) and the `brightness` (`render`).
 
     `filepath` holds Windows paths from a made-up collection machine, like the researcher's CSVs;
     the loader rebases them onto the CSV's folder (or `data.root`).
@@ -251,7 +277,7 @@ def generate(out: str | Path, n_series: int = 10, n_frames: int = 50, seed: int 
 
     def write(job: tuple[int, int]) -> None:          # numpy and PIL release the GIL: threads suffice
         s, i = job
-        frame = render(series[s], i, np.random.default_rng([seed, s, i, 1]))
+        frame = render(series[s], i, np.random.default_rng([seed, s, i, 1]), brightness)
         Image.fromarray(frame).save(out / f"data{s}" / f"{i + 1:04d}.tif", compression="tiff_lzw")
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -275,15 +301,19 @@ def measure(frames: np.ndarray) -> np.ndarray:
     """What ROI frames show: [N, R, R] (float in [0, 1] or uint8) -> [N, len(FEATURES)].
 
     sep_a, sep_b: mark separations in original px; whitening, gap: mean brightness above / below
-    the bare strip across the gauge centre's columns (8-bit levels), each column averaged over the
+    the film's own level across the gauge centre's columns (8-bit levels), each column averaged over the
     strip's middle half first (crazes and the gap run across the whole strip; a zero-mean texture
-    mostly averages out instead of being rectified); height: strip height in original px.
+    mostly averages out instead of being rectified); height: strip height in original px; film: the
+    film's level above the bare strip's (`STRIP`), read between the mark bands outside the craze zone
+    and corrected for the vignetting (levels; the stress times `brightness` where the frames have it).
     """
     frames = levels(frames)
     n, r, _ = frames.shape
     px_x, px_y = ROI[3] / r, ROI[2] / r
     band = lambda v0, v1: slice(int(round(v0 * r)), max(int(round(v1 * r)), int(round(v0 * r)) + 1))  # noqa: E731
     cols = slice(int(0.38 * r), int(round(0.62 * r)))
+    film_mask = region_mask(r, FLAT_ROWS, FILM_COLS)
+    gain = vignetting((np.arange(r) + 0.5) * WIDTH / r)[np.flatnonzero(film_mask.any(0))].mean()
     out = np.zeros((n, len(FEATURES)))
     for k, f in enumerate(frames):
         for j, rows in enumerate((band(0.25, 0.39), band(0.61, 0.75))):
@@ -291,13 +321,74 @@ def measure(frames: np.ndarray) -> np.ndarray:
             left = _centroid(p, int(0.10 * r), int(0.37 * r))
             right = _centroid(p, int(0.63 * r), int(0.90 * r))
             out[k, j] = (right - left) * px_x
+        film = BACKGROUND + (f[film_mask].mean() - BACKGROUND) / gain      # the film's level, vignetting removed
         across = f[band(0.25, 0.75), cols].mean(0)
-        out[k, 2] = np.maximum(across - STRIP, 0).mean()
-        out[k, 3] = np.maximum(STRIP - across, 0).mean()
+        out[k, 2] = np.maximum(across - film, 0).mean()
+        out[k, 3] = np.maximum(film - across, 0).mean()
         profile = f[:, cols].mean(1)
-        mid = (BACKGROUND + STRIP) / 2
-        out[k, 4] = (r - _crossing(profile[::-1], mid) - _crossing(profile, mid)) * px_y
+        out[k, 4] = (r - _crossing(profile[::-1], (BACKGROUND + film) / 2)
+                     - _crossing(profile, (BACKGROUND + film) / 2)) * px_y
+        out[k, 5] = film - STRIP
     return out
+
+
+def exact_reading(features: np.ndarray, asked: np.ndarray, columns: Sequence[str],
+                  brightness: float = 0.0) -> dict[str, np.ndarray]:
+    """The measurements frames carry, read back from their `measure` features [N, F] where the renderer can
+    be inverted: x5, x6 are the mark separations; x3, x4 = separation / d0 - 1 with each frame's d0 =
+    x5 / (1 + x3) from its asked raw values [N, C]; with `brightness` (levels per MPa), x2 = the film's level
+    / brightness and x1 = x2 / 2000. {column: [N]}, only for the columns present."""
+    out = {}
+    for k, (strain, dist) in enumerate((("x3", "x5"), ("x4", "x6"))):
+        if dist in columns:
+            out[dist] = features[:, k]
+            if strain in columns:
+                d0 = asked[:, columns.index(dist)] / (1 + asked[:, columns.index(strain)])
+                out[strain] = features[:, k] / d0 - 1
+    if brightness > 0 and "x2" in columns:
+        out["x2"] = features[:, FEATURES.index("film")] / brightness
+        if "x1" in columns:
+            out["x1"] = out["x2"] / AREA_FACTOR
+    return {c: out[c] for c in columns if c in out}
+
+
+def exact_check(generated: np.ndarray, gen_asked: np.ndarray, real: np.ndarray, real_asked: np.ndarray,
+                cond: np.ndarray, columns: Sequence[str], groups: Sequence[str], brightness: float = 0.0,
+                visible: Sequence[str] | None = None) -> dict[str, Any]:
+    """How precisely generated frames [N, R, R] carry their raw measurements gen_asked [N, C], against the
+    real frames [M, R, R] with real_asked [M, C] (generated frame i was drawn for real condition cond[i]),
+    read by the simulator itself instead of a regressor.
+
+    "columns": for every column `exact_reading` can read, the consistency ratio MAE generated / MAE real and
+    the generator's own error beyond the reading's (`metrics.excess_interval`, in the column's units), each
+    with its bootstrap interval over conditions. "features": for whitening, gap, height and film, which
+    no condition fixes exactly (craze sites, gap width and texture are drawn per specimen), the same ratio
+    with the error taken from what the conditions predict: the mean feature of the 8 real frames of other
+    specimens (`groups` [M]) nearest in the `visible` columns (z-scored), so a real frame is not its own
+    prediction. Below 1 there: less spread than the real frames (a mean drawn), above: looser."""
+    shown, seen = measure(generated), measure(real)
+    read_gen = exact_reading(shown, gen_asked, columns, brightness)
+    read_real = exact_reading(seen, real_asked, columns, brightness)
+    out: dict[str, Any] = {"columns": {}, "features": {}}
+    for c, values in read_gen.items():
+        j = columns.index(c)
+        gen_err, real_err = values - gen_asked[:, j], read_real[c] - real_asked[:, j]
+        out["columns"][c] = _intervals(gen_err, cond, real_err)
+    use = [columns.index(c) for c in (visible if visible is not None else columns)]
+    predicted = neighbour_mean(real_asked[:, use], seen, groups)
+    for name in ("whitening", "gap", "height", "film"):
+        f = FEATURES.index(name)
+        if name == "film" and not brightness:
+            continue
+        out["features"][name] = _intervals(shown[:, f] - predicted[cond, f], cond, seen[:, f] - predicted[:, f])
+    return out
+
+
+def _intervals(gen_err: np.ndarray, cond: np.ndarray, real_err: np.ndarray) -> dict[str, float]:
+    ratio, excess = ratio_interval(gen_err, cond, real_err), excess_interval(gen_err, cond, real_err)
+    return {"ratio": ratio.value, "ratio_low": ratio.low, "ratio_high": ratio.high,
+            "excess": excess.value, "excess_low": excess.low, "excess_high": excess.high,
+            "mae_generated": float(np.abs(gen_err).mean()), "mae_real": float(np.abs(real_err).mean())}
 
 
 def _crossing(profile: np.ndarray, level: float) -> float:
@@ -364,16 +455,21 @@ def flat_mask(resolution: int) -> np.ndarray:
     return region_mask(resolution, FLAT_ROWS, FLAT_COLS)
 
 
-def fidelity(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
+def fidelity(generated: np.ndarray, real: np.ndarray, region: np.ndarray | None = None) -> dict[str, float]:
     """How well generated frames show what their conditions command, row i of each being the same
-    condition: the correlation of every visible feature between generated and real frames; for the
+    condition: the correlation of every visible feature between generated and real frames (the film's
+    level only where the real frames' varies by over a level: the `brightness` option); for the
     gap, also its correlation with what the condition commands, fracture or not (`corr_fracture`:
     the real frame's gap width is drawn per specimen, in no condition), and what an ideal sampler would
     score on both (`ceiling_gap`, `ceiling_fracture` = r(real gap, fracture)); the residual noise of
     each (flat-patch std, 8-bit levels), the generated frames' brightness offset, and their texture
-    against the real frames' (`metrics.texture` in `flat_mask`: grain and power per octave band)."""
+    against the real frames' (`metrics.texture` in `region` [R, R], by default the flat film
+    `metrics.flat_region` finds in the real frames: grain and power per octave band)."""
     shown, wanted = measure(generated), measure(real)
     result = {f"corr_{k}": v for k, v in correlations(shown, wanted).items()}
+    film = FEATURES.index("film")
+    if wanted[:, film].std() <= 1.0:
+        del result["corr_film"]
     gap = FEATURES.index("gap")
     broken = broken_frames(wanted[:, gap])
     result["corr_fracture"] = _r(shown[:, gap], broken)
@@ -382,6 +478,7 @@ def fidelity(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     result["noise_generated"] = float(residual_noise(generated).mean())
     result["noise_real"] = float(residual_noise(real).mean())
     result["level_error"] = level_error(generated, real)
-    report = texture(generated, real, flat_mask(np.shape(real)[-1])).to_dict()
+    mask = flat_region(real).mask if region is None else region
+    report = texture(generated, real, mask).to_dict()
     result.update({k: float(v) for k, v in report.items() if not k.startswith("n_")})
     return result

@@ -31,7 +31,7 @@ from thinfilm.checkpoint import RunDir, new_run_dir, timestamped
 from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml, validate
 from thinfilm.data import Normalizer, Split, after_fracture, load_splits, stretch, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
-from thinfilm.metrics import grain_level, texture
+from thinfilm.metrics import grain_level, texture, texture_region
 from thinfilm.runtime import (
     Dist,
     agree,
@@ -43,7 +43,7 @@ from thinfilm.runtime import (
     pick_device,
     precision_name,
 )
-from thinfilm.sampling import frame_seed, generate, kept_grain
+from thinfilm.sampling import Plan, frame_seed, generate
 from thinfilm.unet import UNet
 
 
@@ -315,11 +315,8 @@ class Trainer:
     # -------------------------------------------------------------------------- sampling
     def preview(self, cond: Tensor, seed: int = 0) -> Tensor:
         """EMA samples for normalised conditions [n, C] with the config's sampler: [n, 1, R, R] on the CPU."""
-        s = self.cfg.sample
         return generate(self.ema.model, self.diffusion, cond, [frame_seed(seed, i) for i in range(len(cond))],
-                        sampler=s.sampler, steps=s.steps, eta=s.eta, guidance=s.guidance, clip=s.clip,
-                        batch_size=s.batch_size, device=self.device, amp=self.amp_dtype, spacing=s.spacing,
-                        grain=kept_grain(self.cfg))
+                        Plan.from_config(self.cfg), device=self.device, amp=self.amp_dtype)
 
 
 # ------------------------------------------------------------------------------------ logging
@@ -549,15 +546,17 @@ def finish(s: Session, outcome: Outcome) -> None:
 def final_check(trainer: Trainer, test: Split, synthetic: bool, most: int = 100) -> dict[str, float]:
     """Sample test conditions once (all of the built-in data's, else `most` evenly spaced) and compare the
     frames with the real ones: what they show (`synthetic.fidelity`, the built-in data only) and their
-    texture (`metrics.texture` in the strip between the marks, any data)."""
-    from thinfilm.synthetic import fidelity, flat_mask
+    texture (`metrics.texture` in data.flat_region or the flat film found in the real frames, any data)."""
+    from thinfilm.synthetic import fidelity
 
     pick = np.arange(len(test.frames)) if synthetic else \
         np.unique(np.linspace(0, len(test.frames) - 1, min(most, len(test.frames))).round().astype(int))
     generated, real = to_uint8(trainer.preview(test.conditions[pick], seed=1)), np.asarray(test.frames[pick])
+    d = trainer.cfg.data
+    region = texture_region(real, d.flat_region, d.roi).mask
     if synthetic:
-        return fidelity(generated, real)
-    report = texture(generated, real, flat_mask(real.shape[-1])).to_dict()
+        return fidelity(generated, real, region)
+    report = texture(generated, real, region).to_dict()
     return {k: float(v) for k, v in report.items() if not k.startswith("n_")}
 
 

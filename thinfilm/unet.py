@@ -52,16 +52,27 @@ def _zero(module: nn.Module) -> nn.Module:
 
 
 class ConditionEmbedding(nn.Module):
-    """MLP over the measurement vector with its presence mask: [B, C] (NaN = unknown) -> [B, dim]."""
+    """MLP over the measurement vector with its presence mask: [B, C] (NaN = unknown) -> [B, dim].
 
-    def __init__(self, n_conditions: int, dim: int):
+    `fourier` > 0 also gives the MLP sin and cos of each value at that many frequencies, 0.25 to 8 cycles per
+    unit of the normalised value, geometrically spaced (Fourier features, Tancik et al. 2020): a small
+    difference in a value is then a large difference in some input, not only a small one in one input."""
+
+    def __init__(self, n_conditions: int, dim: int, fourier: int = 0):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2 * n_conditions, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.register_buffer("freqs", 2 * math.pi * torch.logspace(-2, 3, fourier, base=2.0) if fourier else
+                             torch.zeros(0), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear((2 + 2 * fourier) * n_conditions, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, cond: Tensor) -> Tensor:
         known = ~torch.isnan(cond)
         values = torch.where(known, cond, torch.zeros_like(cond))
-        return self.mlp(torch.cat([values, known.to(values.dtype)], dim=1))
+        parts = [values, known.to(values.dtype)]
+        if len(self.freqs):
+            angle = values[:, :, None] * self.freqs                                  # [B, C, K]
+            on = known[:, :, None].to(values.dtype)
+            parts += [(angle.sin() * on).flatten(1), (angle.cos() * on).flatten(1)]
+        return self.mlp(torch.cat(parts, dim=1))
 
 
 class ResBlock(nn.Module):
@@ -107,7 +118,7 @@ class UNet(nn.Module):
                  layers_per_block: int = 2, attention_levels: Sequence[int] = (4,), mid_attention: bool = True,
                  head_channels: int = 64, dropout: float = 0.0, in_channels: int = 1, patch_size: int = 1,
                  coords: bool = False, unpatch: str = "shuffle", channels_last: bool = False,
-                 low_precision_norm: bool = False):
+                 low_precision_norm: bool = False, cond_fourier: int = 0):
         super().__init__()
         levels = len(channels)
         factor = patch_size * 2 ** (levels - 1)
@@ -122,7 +133,7 @@ class UNet(nn.Module):
         emb_dim = 4 * channels[0]
         self.time_dim = channels[0]
         self.time_mlp = nn.Sequential(nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.cond_embed = ConditionEmbedding(n_conditions, emb_dim)
+        self.cond_embed = ConditionEmbedding(n_conditions, emb_dim, cond_fourier)
         # patch_size p folds p x p pixels into channels (Hoogeboom et al. 2023, "simple diffusion"):
         # the UNet runs at R/p for a p^2-fold saving; coords appends x/y position maps (CoordConv).
         self.patch_size, self.coords = patch_size, coords
@@ -180,7 +191,7 @@ class UNet(nn.Module):
         m = cfg.model
         return cls(len(cfg.data.columns), cfg.data.resolution, m.channels, m.layers_per_block,
                    m.attention_levels, m.mid_attention, m.head_channels, m.dropout, 1, m.patch_size, m.coords,
-                   m.unpatch, m.channels_last, m.low_precision_norm)
+                   m.unpatch, m.channels_last, m.low_precision_norm, m.cond_fourier)
 
     @staticmethod
     def null_condition(cond: Tensor) -> Tensor:

@@ -1,0 +1,76 @@
+"""Guidance as the samplers apply it: which branch it compares against, where it acts, its projection, and
+a closed-form case in which guided sampling is exact."""
+import pytest
+import torch
+
+from thinfilm.diffusion import GaussianDiffusion
+from thinfilm.sampling import Guidance, guided
+
+MU_KNOWN, MU_UNKNOWN, STD = 0.6, -0.2, 0.25
+
+
+def gaussian_net(diffusion: GaussianDiffusion):
+    """A 'network' whose output is the exact denoiser of per-pixel N(mu, STD^2) data, mu = MU_KNOWN where
+    condition field 0 is given and MU_UNKNOWN where it is not (NaN), as the diffusion's prediction type."""
+    def net(x_t, t, cond):
+        x = x_t.double()
+        a = diffusion.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        mu = torch.where(torch.isnan(cond[:, :1]), MU_UNKNOWN, MU_KNOWN).double().reshape(-1, 1, 1, 1)
+        x0 = mu + a.sqrt() * STD**2 * (x - a.sqrt() * mu) / (a * STD**2 + 1 - a)
+        return diffusion.join(x0.float(), x_t, t)
+    return net
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_guided_sampling_of_two_gaussians_is_exact(prediction, scale):
+    """For Gaussians of one variance, u + w (c - u) is the exact denoiser of N(u + w (c - u), STD^2): DDPM
+    with guidance w draws that distribution. The guidance is on field 0 only (field 1 stays given in both
+    branches), in x0 space with an interval that covers every step: the same frames as plain guidance."""
+    d = GaussianDiffusion("linear", 1000, prediction)
+    net = gaussian_net(d)
+    cond = torch.tensor([[0.3, 1.0]]).repeat(2000, 1)
+    target = MU_UNKNOWN + scale * (MU_KNOWN - MU_UNKNOWN)
+    draws = []
+    for guidance in (Guidance(scale, fields=(0,)), Guidance(scale, fields=(0,), interval=(0, 999))):
+        x = d.sample(guided(net, cond, guidance, d), (2000, 1, 2, 2), "ddpm",
+                     generator=torch.Generator().manual_seed(0))
+        assert abs(x.mean().item() - target) < 0.01 and abs(x.std().item() - STD) < 0.01
+        draws.append(x)
+    assert torch.allclose(draws[0], draws[1], atol=1e-4)
+
+
+def test_the_other_branch_leaves_only_the_guided_fields_unknown():
+    seen = []
+
+    def net(x_t, t, cond):
+        seen.append(cond.clone())
+        return torch.zeros_like(x_t)
+    cond = torch.tensor([[1.0, 2.0, 3.0]])
+    x, t = torch.zeros(1, 1, 4, 4), torch.tensor([10])
+    guided(net, cond, Guidance(2.0, fields=(0, 2)))(x, t)
+    both = seen[-1]
+    assert torch.equal(both[0], cond[0]) and torch.isnan(both[1, [0, 2]]).all() and both[1, 1] == 2.0
+    guided(net, cond, 2.0)(x, t)
+    assert torch.isnan(seen[-1][1]).all()                                # plain guidance: every field unknown
+    guided(net, cond, 1.0)(x, t)
+    assert len(seen[-1]) == 1                                            # off: one branch, no doubled batch
+
+
+def test_interval_and_parallel_weight():
+    """Outside its interval guidance is off; with parallel weight 0 an update along the conditional x0 (here
+    the unconditional x0 is half the conditional one) vanishes, with 1 it is plain guidance."""
+    d = GaussianDiffusion("linear", 1000, "x0")
+    shape = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    def net(x_t, t, cond):
+        return shape.expand(len(x_t), -1, -1, -1) * torch.where(torch.isnan(cond[:, :1]), 0.5, 1.0)[:, :, None, None]
+    cond, x = torch.ones(1, 2), torch.zeros(1, 1, 4, 4)
+    inside, outside = torch.tensor([500]), torch.tensor([50])
+    g = Guidance(3.0, interval=(100, 700))
+    assert torch.allclose(guided(net, cond, g, d)(x, inside), shape * (1 + 2 * 0.5))
+    assert torch.allclose(guided(net, cond, g, d)(x, outside), shape)
+    assert torch.allclose(guided(net, cond, Guidance(3.0, parallel=0.0), d)(x, inside), shape, atol=1e-6)
+    assert torch.allclose(guided(net, cond, Guidance(3.0, parallel=1.0), d)(x, inside), shape * 2, atol=1e-6)
+    with pytest.raises(ValueError, match="needs the diffusion"):
+        guided(net, cond, g)
