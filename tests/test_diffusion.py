@@ -351,3 +351,24 @@ def test_cosine_schedule_with_karras_spacing_reproduces_the_mixture(prediction):
     for steps, tol in ((50, 0.035), (200, 0.01)):
         assert np.abs(results["cosine", steps] - truth).max() < tol, results["cosine", steps]
         assert np.abs(results["cosine", steps] - results["linear", steps]).max() < 0.01
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("spacing", ["trailing", "karras"])
+def test_ddim_inversion_is_the_inverse_of_sampling(prediction, spacing):
+    """Invert draws of the mixture with its exact denoiser, draw them again with DDIM (eta 0): the frames
+    come back, the error falling with the steps to float32 rounding where each step is solved as a fixed
+    point (`refine`); the plain explicit inversion is far worse near the sharp modes. The inverted noise is
+    about standard normal, as a start should be. Measured (linear schedule, largest error of 2000 values):
+    refined 0.55 / 0.044-0.066 / 0.0002-0.001 at 20 / 100 / 500 steps; explicit 0.39-0.43 at 500."""
+    d = GaussianDiffusion("linear", 1000, prediction)
+    den = optimal_denoiser(d)
+    x0 = d.sample(den, (500, 1, 2, 2), "ddim", steps=200, generator=torch.Generator().manual_seed(5))
+    errors = {}
+    for steps, refine in ((20, 2), (100, 2), (500, 2), (500, 0)):
+        noise = d.invert(den, x0, steps, spacing, refine=refine)
+        back = d.sample(den, x0.shape, "ddim", steps=steps, spacing=spacing, noise=noise[None])
+        errors[steps, refine] = (back - x0).abs().max().item()
+    assert errors[100, 2] < errors[20, 2] / 5 and errors[500, 2] < errors[100, 2] / 20
+    assert errors[500, 2] < 2e-3 < 0.1 < errors[500, 0]
+    assert abs(noise.mean().item()) < 0.1 and abs(noise.std().item() - 1) < 0.1

@@ -69,6 +69,25 @@ def test_a_path_is_one_specimen(ckpt, synth_dir, tmp_path):
     assert not np.array_equal(each[0], each[3])
 
 
+def test_from_frame_draws_the_frames_specimen(ckpt, synth_dir, tmp_path, capsys):
+    """--from-frame inverts a real frame under its own measurements and draws every new row from that noise:
+    the row of its own measurements is the round trip it reports, rows alike are frames alike, and a film
+    of new measurements is written with them printed beside each frame."""
+    from thinfilm.data import read_table, resolve_all
+    table = pd.read_csv(synth_dir / "test.csv")
+    frame = resolve_all(read_table(synth_dir / "test.csv", COLS))[2]
+    rows = tmp_path / "rows.csv"
+    table.iloc[[2, 8, 2]].to_csv(rows, index=False)
+    run("--ckpt", ckpt, "--from-frame", frame, "--measured", f"{synth_dir / 'test.csv'}:3", "--path", rows,
+        "--out", tmp_path / "cf")
+    drawn = frames(tmp_path / "cf")
+    assert np.array_equal(drawn[0], drawn[2])
+    assert np.array_equal(drawn[0], np.asarray(Image.open(tmp_path / "cf" / "round_trip.png")))
+    assert "of the pixels within 1 level" in capsys.readouterr().out
+    film = Image.open(tmp_path / "cf" / "film.gif")
+    assert film.n_frames == 3 and film.size[0] > film.size[1]        # the frame and its measurements beside it
+
+
 def test_keep_grain_puts_back_the_measured_grain(ckpt, synth_dir, tmp_path, capsys):
     from thinfilm.metrics import grain_level
     assert checkpoint.load_model(ckpt).config.diffusion.grain > 0.5              # measured when training started
@@ -124,6 +143,11 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
     junk.write_bytes(b"not a checkpoint")
     other = tmp_path / "other.pt"
     torch.save({"format": "something-else/9", "model": {}}, other)
+    from thinfilm.data import read_table, resolve_all
+    frame = resolve_all(read_table(synth_dir / "test.csv", COLS))[0]
+    measured = f"{synth_dir / 'test.csv'}:1"
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(small)
     cases = [
         (["--ckpt", ckpt, "--conditions", bad_cols], "missing column(s) x3"),
         (["--ckpt", ckpt, "--conditions", nan], "line 3 column x3"),
@@ -143,6 +167,15 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
          "--guidance-fields: x9 not in data.columns"),
         (["--ckpt", ckpt, "--values", "x1=1", "--guidance-interval", "700"], "give LO:HI timesteps"),
         (["--ckpt", ckpt, "--values", "x1=1", "--guidance-interval", "700:100"], "--guidance-interval = [700, 100]"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", frame], "needs --measured"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--measured", "x1=1"], "needs --measured"),
+        (["--ckpt", ckpt, "--from-frame", frame, "--measured", measured], "give the new measurements"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", frame, "--measured", "x1=1,x2=3"],
+         "--measured: x3, x4, x5, x6, x7, x8 missing"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", small, "--measured", measured], "lies outside the frame"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", junk, "--measured", measured], "cannot read the frame"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", frame, "--measured", f"{measured}9"],
+         "has data rows 1..12"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exit_:

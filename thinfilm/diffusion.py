@@ -308,6 +308,37 @@ class GaussianDiffusion:
                 x = ddim_step(pred, self.alpha_bar(tt, x), self.alpha_bar(prev, x), eta, z)
         return x
 
+    @torch.no_grad()
+    def invert(self, denoise: Denoise, x0: Tensor, steps: int | None = None, spacing: str = "trailing",
+               refine: int = 2, progress: bool = False) -> Tensor:
+        """DDIM inversion (Song et al. 2021, sec. 4.3; Mokady et al. 2023): the start noise x_T from which
+        deterministic DDIM (eta 0) over `steps_for(steps, spacing)` draws `x0` [B, ...].
+
+        Each DDIM step maps x_n (at the noisier timestep) to x_t = sqrt(a_t) x0_hat(x_n) + sqrt(1 - a_t)
+        eps_hat(x_n), x0_hat and eps_hat from one network call at x_n; the clean image is the step into
+        a_t = 1. Inverting it means finding x_n given x_t. With eps taken at the point itself,
+        x_n = sqrt(a_n) (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) + sqrt(1 - a_n) eps is the usual explicit
+        inversion (error ~ the step's change of eps); `refine` more calls per step evaluate eps at the new
+        x_n and solve again, a fixed-point iteration that converges to the exact inverse where the steps
+        are small (Pan et al. 2023). `sample(..., sampler="ddim", eta=0, noise=x_T[None])` then returns x0
+        up to that error, with no clipping where x0_hat stays within [-1, 1]."""
+        from tqdm import tqdm
+
+        schedule = self.steps_for(steps, spacing)[::-1]                 # ascending: 0 ... T - 1
+        x = x0.float().clone()
+        b = x.shape[0]
+        t_from = torch.full((b,), -1, device=x.device, dtype=torch.long)  # -1: the clean image, a = 1
+        for t in tqdm(schedule, desc="invert", leave=False, disable=not progress):
+            tt = torch.full_like(t_from, t)
+            a_from, a_to = self.alpha_bar(t_from, x), self.alpha_bar(tt, x)
+            guess = x if t_from[0] >= 0 else a_to.sqrt() * x         # the clean image, noised to t, to start
+            for _ in range(1 + refine):
+                eps = self.split(denoise(guess, tt), guess, tt).eps
+                clean = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
+                guess = a_to.sqrt() * clean + (1 - a_to).sqrt() * eps
+            x, t_from = guess, tt
+        return x
+
     def ddpm_step(self, x_t: Tensor, pred: Prediction, t: Tensor, noise: Tensor | None) -> Tensor:
         """Ancestral step (Ho et al. eqs. 6-7): mean of q(x_{t-1} | x_t, x0_hat) + sqrt(beta_tilde) z
         (the mean alone for noise None: the last step, t = 0, has beta_tilde 0)."""

@@ -4,7 +4,9 @@ Conditions come from a CSV in the researcher's format (`--conditions`), from `--
 (omitted columns are unknown, masked out through the per-field conditioning), from a sweep
 (`--sweep x3=0:0.12:9 --base ...`: one value varies, every frame starts from the same noise with
 deterministic DDIM, so the frames differ only by that value) or from a measured series replayed in
-order (`--path test.csv`). `--init-image` + `--strength` draws frames like a given one.
+order (`--path test.csv`). `--init-image` + `--strength` draws frames like a given one. `--from-frame`
++ `--measured` draws a real frame's own specimen under new measurements: the frame is inverted under its
+measurements (DDIM run backwards) and every new frame is drawn from that start noise.
 
 Every frame has its own generator seeded from (--seed, frame index): the same frame at any batch size.
 """
@@ -24,7 +26,7 @@ from thinfilm.config import ConfigError, validate
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.runtime import autocast_dtype, pick_device, require_cuda
-from thinfilm.sampling import Guidance, Plan, frame_seed, generate
+from thinfilm.sampling import Guidance, Plan, frame_seed, generate, invert
 
 
 class SampleError(UserError):
@@ -50,16 +52,19 @@ def parse_values(text: str, columns: Sequence[str], flag: str = "--values") -> n
     return row
 
 
-def parse_base(text: str, columns: Sequence[str]) -> np.ndarray:
-    """--base 'CSV:ROW' (1-based data row) or 'x1=..,x2=..' -> raw vector [C]."""
+def parse_base(text: str, columns: Sequence[str], flag: str = "--base") -> np.ndarray:
+    """--base / --measured 'CSV:ROW' (1-based data row) or 'x1=..,x2=..' -> raw vector [C]."""
     path, sep, row = text.rpartition(":")
     if sep and row.isdigit() and Path(path).suffix.lower() == ".csv":
-        table = read_table(path, columns, need_paths=False)
+        try:
+            table = read_table(path, columns, need_paths=False)
+        except DataError as err:
+            raise SampleError(f"{flag}: {err}") from None
         i = int(row)
         if not 1 <= i <= len(table):
-            raise SampleError(f"--base {text}: {path} has data rows 1..{len(table)}")
+            raise SampleError(f"{flag} {text}: {path} has data rows 1..{len(table)}")
         return table.values[i - 1]
-    return parse_values(text, columns, "--base")
+    return parse_values(text, columns, flag)
 
 
 def parse_sweep(text: str, columns: Sequence[str]) -> tuple[int, np.ndarray]:
@@ -98,6 +103,8 @@ def conditions_from(args: argparse.Namespace, norm: Normalizer) -> np.ndarray:
     if not sources:
         if args.init_image:
             return np.full((1, len(cols)), np.nan)
+        if args.from_frame:
+            raise SampleError("--from-frame: give the new measurements (--values, --conditions, --sweep or --path)")
         raise SampleError("no conditions: give --conditions CSV, --values x1=...,  --sweep or --path")
     if args.conditions or args.path:
         csv = args.conditions or args.path
@@ -117,7 +124,8 @@ def conditions_from(args: argparse.Namespace, norm: Normalizer) -> np.ndarray:
 # ------------------------------------------------------------------------------------- output
 def write_outputs(frames: np.ndarray, raw: np.ndarray, seeds: Sequence[int], columns: Sequence[str], out: Path,
                   roi: Sequence[int], full_aspect: bool, film: bool) -> None:
-    """NNNN.png, manifest.csv, grid.png; optionally full-aspect frames and a film (strip.png, film.gif)."""
+    """NNNN.png, manifest.csv, grid.png; optionally full-aspect frames and a film (strip.png; film.gif, each
+    frame with its measurements beside it)."""
     from PIL import Image
     from torchvision.utils import save_image
 
@@ -138,8 +146,23 @@ def write_outputs(frames: np.ndarray, raw: np.ndarray, seeds: Sequence[int], col
     if film:
         gap = np.full((frames.shape[1], 2), 255, np.uint8)
         Image.fromarray(np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)).save(out / "strip.png")
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(out / "film.gif", save_all=True, append_images=images[1:], duration=120, loop=0)
+        images = [captioned(f, row, columns) for f, row in zip(frames, raw)]
+        images[0].save(out / "film.gif", save_all=True, append_images=images[1:], duration=150, loop=0)
+
+
+def captioned(frame: np.ndarray, row: np.ndarray, columns: Sequence[str], height: int = 192):
+    """A film frame: the frame enlarged to `height` px with the measurements it was drawn for beside it."""
+    from PIL import Image, ImageDraw
+
+    scale = max(1, round(height / frame.shape[0]))
+    image = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale),
+                                          Image.Resampling.NEAREST)
+    panel = Image.new("L", (image.width + 96, max(image.height, 14 * len(columns) + 8)), 255)
+    panel.paste(image, (0, 0))
+    draw = ImageDraw.Draw(panel)
+    for i, (col, value) in enumerate(zip(columns, row)):
+        draw.text((image.width + 6, 4 + 14 * i), f"{col} {value:.5g}" if np.isfinite(value) else f"{col} ?", fill=0)
+    return panel
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -182,6 +205,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cuda-graph", action="store_true",
                    help="replay each batch's whole sampler run from a CUDA graph: faster small batches on a "
                         "GPU (the first batch of each size runs twice: a warm-up, then the capture)")
+    p.add_argument("--from-frame", metavar="FRAME", help="draw this real frame's specimen under the new "
+                   "measurements: the frame (a full camera frame, cropped with the checkpoint's ROI) is inverted "
+                   "under its own --measured values, then every new frame starts from that noise (DDIM, eta 0)")
+    p.add_argument("--measured", metavar="CSV:ROW|x1=..", help="with --from-frame: the frame's own measurements, "
+                   "every column (a 1-based data row of a CSV, or x1=...,x8=...)")
     p.add_argument("--init-image", help="image-to-image: a frame (cropped with the checkpoint's ROI)")
     p.add_argument("--strength", type=float, default=0.5, help="image-to-image noise level in (0, 1]")
     p.add_argument("--full-aspect", action="store_true", help="also write frames at the ROI's aspect in full/")
@@ -207,6 +235,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SampleError("--n-per-condition must be at least 1")
     if not 0 < args.strength <= 1:
         raise SampleError(f"--strength {args.strength}: must be in (0, 1]")
+    if args.from_frame and args.init_image:
+        raise SampleError("give --from-frame (the frame's own specimen) or --init-image (strength), not both")
+    if bool(args.from_frame) != bool(args.measured):
+        raise SampleError("--from-frame FRAME needs --measured (the frame's own measurements), and --measured "
+                          "is only for --from-frame")
+    if args.from_frame and args.n_per_condition != 1:
+        raise SampleError("--n-per-condition with --from-frame: every draw of the frame's specimen is the same")
 
     raw = np.repeat(conditions_from(args, norm), args.n_per_condition, axis=0)
     for line in extrapolation_warnings(raw, norm):
@@ -214,13 +249,17 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [c for j, c in enumerate(norm.columns) if np.isnan(raw[:, j]).any()]
     if unknown:
         print(f"unknown (masked out, the model fills them in): {', '.join(unknown)}")
-    one_specimen = bool(args.sweep or (args.path and not args.independent))
+    one_specimen = bool(args.sweep or args.from_frame or (args.path and not args.independent))
     if one_specimen:                  # every frame from the same start noise, deterministically: one specimen
-        if plan.sampler == "ddpm" or plan.eta != 0:
-            plan = plan._replace(sampler="ddim" if plan.sampler == "ddpm" else plan.sampler, eta=0.0)
-            what = "swept value" if args.sweep else "measurements"
-            print(f"{'sweep' if args.sweep else 'path'}: using deterministic {plan.sampler} (eta 0) so the frames "
-                  f"differ only by the {what} (--independent: each frame its own specimen)")
+        deterministic = "ddim" if args.from_frame or plan.sampler == "ddpm" else plan.sampler
+        if plan.sampler != deterministic or plan.eta != 0:
+            plan = plan._replace(sampler=deterministic, eta=0.0)
+            if args.from_frame:
+                print("--from-frame: using deterministic ddim (eta 0), the sampler the inversion runs backwards")
+            else:
+                print(f"{'sweep' if args.sweep else 'path'}: using deterministic {deterministic} (eta 0) so the "
+                      f"frames differ only by the {'swept value' if args.sweep else 'measurements'} "
+                      f"(--independent: each frame its own specimen)")
         seeds = [frame_seed(args.seed, i % args.n_per_condition) for i in range(len(raw))]
     else:
         seeds = [frame_seed(args.seed, i) for i in range(len(raw))]
@@ -232,13 +271,19 @@ def main(argv: list[str] | None = None) -> None:
             raise SampleError(f"--init-image: {err}") from None
 
     diffusion = GaussianDiffusion.from_config(cfg)
+    amp = autocast_dtype(args.precision, device)
+    start = None
+    if args.from_frame:
+        if args.precision == "auto":
+            amp = None                                  # the inversion's round trip is 2-3x tighter in fp32
+        start = specimen_noise(args, loaded, diffusion, plan, device, amp, Path(args.out))
     visited = len(diffusion.plan(plan.sampler, plan.steps, plan.spacing))
     if plan.sampler != "ddpm" and visited < min(plan.steps, diffusion.timesteps):
         print(f"note: {visited} distinct timesteps of the {plan.steps} asked ({plan.spacing} spacing rounds to "
               f"whole timesteps of {diffusion.timesteps})")
     x = generate(loaded.net, diffusion, norm.encode(raw), seeds, plan, device=device, x_init=x_init,
-                 strength=args.strength if x_init is not None else 1.0, amp=autocast_dtype(args.precision, device),
-                 progress=not args.quiet, graphs={} if args.cuda_graph else None)
+                 strength=args.strength if x_init is not None else 1.0, amp=amp,
+                 progress=not args.quiet, graphs={} if args.cuda_graph else None, start=start)
     out = Path(args.out)
     write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
                   film=bool(args.sweep or args.path))
@@ -246,6 +291,38 @@ def main(argv: list[str] | None = None) -> None:
            f"{plan.sampler}, {plan.steps} {plan.spacing} steps, eta {plan.eta:g}")
     how += f", grain {cfg.diffusion.grain:g} levels kept" if plan.grain else ""
     print(f"wrote {len(x)} frames ({how}, guidance {describe(plan.guidance, norm.columns)}) and manifest.csv to {out}")
+
+
+def specimen_noise(args: argparse.Namespace, loaded, diffusion: GaussianDiffusion, plan: Plan,
+                   device: torch.device, amp: torch.dtype | None, out: Path) -> torch.Tensor:
+    """--from-frame: the start noise [1, 1, R, R] of the frame's own specimen, inverted under its --measured
+    values; writes the frame as cropped (from_frame.png) and as drawn back from that noise
+    (round_trip.png), and says how close the round trip came."""
+    from PIL import Image
+
+    cfg, norm = loaded.config, loaded.normalizer
+    try:
+        frame = load_frame(Path(args.from_frame), cfg.data.roi, cfg.data.resolution)
+    except DataError as err:
+        raise SampleError(f"--from-frame: {err}") from None
+    measured = parse_base(args.measured, norm.columns, "--measured")[None]
+    missing = [c for j, c in enumerate(norm.columns) if np.isnan(measured[0, j])]
+    if missing:
+        raise SampleError(f"--measured: {', '.join(missing)} missing: give every column of the frame's own row "
+                          f"(CSV:ROW gives them all)")
+    for line in extrapolation_warnings(measured, norm):
+        print(f"--measured {line}")
+    cond = norm.encode(measured)
+    start = invert(loaded.net, diffusion, to_network(frame)[None], cond, plan, device=device, amp=amp,
+                   progress=not args.quiet)
+    back = to_uint8(generate(loaded.net, diffusion, cond, [0], plan, device=device, amp=amp, start=start))[0]
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(frame).save(out / "from_frame.png")
+    Image.fromarray(back).save(out / "round_trip.png")
+    error = np.abs(back.astype(np.int16) - frame)
+    print(f"--from-frame: inverted under its measurements; drawn back, {np.mean(error <= 1):.0%} of the pixels "
+          f"within 1 level (mean error {error.mean():.2f} levels; round_trip.png)")
+    return start
 
 
 def sampling_plan(args: argparse.Namespace, cfg) -> Plan:

@@ -142,9 +142,12 @@ class Plan(NamedTuple):
 @torch.no_grad()
 def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], plan: Plan, *,
              device: torch.device | str, x_init: Tensor | None = None, strength: float = 1.0,
-             amp: torch.dtype | None = None, progress: bool = False, graphs: dict | None = None) -> Tensor:
+             amp: torch.dtype | None = None, progress: bool = False, graphs: dict | None = None,
+             start: Tensor | None = None) -> Tensor:
     """Frames for normalised conditions cond [N, C] (NaN = unknown) drawn as `plan` says, one generator per
     frame: returns float [N, 1, R, R] in [-1, 1] on the CPU. `amp`: autocast dtype (None = fp32).
+    `start`: the start noise [N or 1, 1, R, R] instead of the seeds' (an inverted frame, `invert`), for a
+    deterministic plan (DDIM or DPM++ at eta 0), which then draws nothing else.
     `graphs`: None runs eagerly; a dict (CUDA only) runs each chunk from a `SamplerGraph` kept in it, keyed
     by everything that shapes the run: pass the same dict again and the graphs are replayed, not captured."""
     device = torch.device(device)
@@ -152,27 +155,46 @@ def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: 
     strength = strength if x_init is not None else 1.0
 
     def run(chunk: Tensor, init: Tensor | None, noise: Tensor | None = None,
-            gens: Sequence[torch.Generator] | None = None) -> Tensor:
-        with autocast(device, amp, cache=noise is None):     # a graph must not keep autocast's cast weights
+            gens: Sequence[torch.Generator] | None = None, graph: bool = False) -> Tensor:
+        with autocast(device, amp, cache=not graph):           # a graph must not keep autocast's cast weights
             denoise = diffusion.keeping_grain(guided(net, chunk, p.guidance, diffusion), p.grain)
             return diffusion.sample(denoise, (len(chunk), 1, r, r), p.sampler, p.steps, p.eta, gens, x_init=init,
                                     strength=strength, clip=p.clip, device=device,
-                                    progress=progress and noise is None, spacing=p.spacing, noise=noise)
+                                    progress=progress and not graph, spacing=p.spacing, noise=noise)
 
-    draws = None if graphs is None else diffusion.draws(p.sampler, p.steps, p.eta, p.spacing, strength)
+    draws = diffusion.draws(p.sampler, p.steps, p.eta, p.spacing, strength)
+    if start is not None and (draws != 1 or x_init is not None):
+        raise ValueError("start noise needs a deterministic plan (ddim or dpmpp2m at eta 0) and no x_init")
     out = []
     batch = max(1, p.batch_size)
     for lo in range(0, len(cond), batch):
         chunk = cond[lo:lo + batch].to(device)
         gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + batch]]
         init = None if x_init is None else x_init.expand(len(chunk), -1, -1, -1).to(device)
-        if graphs is None:
-            x = run(chunk, init, gens=gens)
-        else:
+        noise = None
+        if start is not None:
+            noise = start.expand(len(cond), -1, -1, -1)[lo:lo + batch][None].to(device)
+        elif graphs is not None:
             noise = predrawn((len(chunk), 1, r, r), gens, draws)
+        if graphs is None:
+            x = run(chunk, init, noise, gens)
+        else:
             key = (id(net), id(diffusion), tuple(chunk.shape), init is None, p, strength, amp)
             if key not in graphs:
-                graphs[key] = SamplerGraph(run, chunk, init, noise.shape)
+                graphs[key] = SamplerGraph(lambda c, i, n: run(c, i, n, graph=True), chunk, init, noise.shape)
             x = graphs[key](chunk, init, noise)
         out.append(x.float().cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def invert(net: nn.Module, diffusion: GaussianDiffusion, frames: Tensor, cond: Tensor, plan: Plan, *,
+           device: torch.device | str, amp: torch.dtype | None = None, progress: bool = False) -> Tensor:
+    """The start noise [N, 1, R, R] (CPU) from which `generate` with `plan` (made deterministic: eta 0)
+    draws `frames` [N, 1, R, R] for their own normalised conditions `cond` [N, C]: DDIM inversion through
+    the denoiser `generate` uses (guidance, grain put back) over the plan's steps."""
+    device = torch.device(device)
+    with autocast(device, amp):
+        denoise = diffusion.keeping_grain(guided(net, cond.to(device), plan.guidance, diffusion), plan.grain)
+        x = diffusion.invert(denoise, frames.to(device), plan.steps, plan.spacing, progress=progress)
+    return x.float().cpu()
