@@ -207,7 +207,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "GPU (the first batch of each size runs twice: a warm-up, then the capture)")
     p.add_argument("--from-frame", metavar="FRAME", help="draw this real frame's specimen under the new "
                    "measurements: the frame (a full camera frame, cropped with the checkpoint's ROI) is inverted "
-                   "under its own --measured values, then every new frame starts from that noise (DDIM, eta 0)")
+                   "under its own --measured values, then every new frame starts from that noise (DDIM, eta 0; "
+                   "--guidance 2 --guidance-fields x3,x4,x5,x6 places the marks closer: docs/experiments.md"
+                   "#virtual-test)")
     p.add_argument("--measured", metavar="CSV:ROW|x1=..", help="with --from-frame: the frame's own measurements, "
                    "every column (a 1-based data row of a CSV, or x1=...,x8=...)")
     p.add_argument("--init-image", help="image-to-image: a frame (cropped with the checkpoint's ROI)")
@@ -274,9 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     amp = autocast_dtype(args.precision, device)
     start = None
     if args.from_frame:
-        if args.precision == "auto":
-            amp = None                                  # the inversion's round trip is 2-3x tighter in fp32
-        start = specimen_noise(args, loaded, diffusion, plan, device, amp, Path(args.out))
+        start = specimen_noise(args, loaded, diffusion, plan._replace(guidance=Guidance()), device, amp,
+                               Path(args.out))
     visited = len(diffusion.plan(plan.sampler, plan.steps, plan.spacing))
     if plan.sampler != "ddpm" and visited < min(plan.steps, diffusion.timesteps):
         print(f"note: {visited} distinct timesteps of the {plan.steps} asked ({plan.spacing} spacing rounds to "
@@ -296,8 +297,9 @@ def main(argv: list[str] | None = None) -> None:
 def specimen_noise(args: argparse.Namespace, loaded, diffusion: GaussianDiffusion, plan: Plan,
                    device: torch.device, amp: torch.dtype | None, out: Path) -> torch.Tensor:
     """--from-frame: the start noise [1, 1, R, R] of the frame's own specimen, inverted under its --measured
-    values; writes the frame as cropped (from_frame.png) and as drawn back from that noise
-    (round_trip.png), and says how close the round trip came."""
+    values with `plan` (unguided: guidance, if asked, steers only the new frames); writes the frame as
+    cropped (from_frame.png) and as drawn back from that noise (round_trip.png), and says how close the
+    round trip came."""
     from PIL import Image
 
     cfg, norm = loaded.config, loaded.normalizer
