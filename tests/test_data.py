@@ -19,7 +19,6 @@ from thinfilm.data import (
     after_fracture,
     cached_frames,
     frame_order,
-    inspect,
     load_frame,
     read_table,
     resolve,
@@ -29,6 +28,7 @@ from thinfilm.data import (
     to_network,
     to_uint8,
 )
+from thinfilm.prepare import inspect
 
 COLS = [f"x{i}" for i in range(1, 9)]
 
@@ -225,7 +225,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_synth_all_writes_one_evaluation_table(tmp_path, capsys):
-    from thinfilm.data import main
+    from thinfilm.prepare import main
     main(["synth", "--out", str(tmp_path), "--series", "2", "--frames", "12", "--seed", "99", "--all"])
     table = pd.read_csv(tmp_path / "all.csv")
     assert len(table) == 24 and table.filepath.str.contains("data2").sum() == 12
