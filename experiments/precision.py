@@ -31,20 +31,21 @@ from thinfilm.data import load_frame, read_table, resolve_all, series_of  # noqa
 from thinfilm.synthetic import ROI, exact_check, fidelity, measure  # noqa: E402
 
 GEOMETRY = "--guidance-fields=x3,x4,x5,x6"
+OLD = ['model.unpatch="shuffle"', "train.steps=1400"]     # the default before this comparison (2026-12-04)
 CANDIDATES: dict[str, dict] = {                  # name: training overrides, sample flags, checkpoint of
-    "base": {"train": []},
-    "resize": {"train": ['model.unpatch="resize"']},
-    "fourier": {"train": ["model.cond_fourier=8"]},
-    "floor1": {"train": ["diffusion.min_snr_floor=1.0"]},
-    "budget": {"train": ["train.steps=1800"]},
-    "lr1e3": {"train": ["train.lr=1e-3"]},
-    "attn8": {"train": ["model.attention_levels=[2, 3]"]},
-    "b16": {"train": ["train.batch_size=16", "train.steps=2800", "train.warmup_steps=200"]},
-    "combo": {"train": ['model.unpatch="resize"', "train.steps=1800"]},
-    "attn16": {"train": ["model.attention_levels=[1, 2, 3]"]},
-    "steps2x": {"train": ["train.steps=2800"]},
-    "steps05x": {"train": ["train.steps=700"]},
-    "steps4x": {"train": ["train.steps=5600"]},
+    "base": {"train": OLD},
+    "resize": {"train": [*OLD, 'model.unpatch="resize"']},
+    "fourier": {"train": [*OLD, "model.cond_fourier=8"]},
+    "floor1": {"train": [*OLD, "diffusion.min_snr_floor=1.0"]},
+    "budget": {"train": [*OLD, "train.steps=1800"]},
+    "lr1e3": {"train": [*OLD, "train.lr=1e-3"]},
+    "attn8": {"train": [*OLD, "model.attention_levels=[2, 3]"]},
+    "b16": {"train": [*OLD, "train.batch_size=16", "train.steps=2800", "train.warmup_steps=200"]},
+    "combo": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=1800"]},      # the default since 2026-12-05
+    "attn16": {"train": [*OLD, "model.attention_levels=[1, 2, 3]"]},
+    "steps05x": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=900"]},    # scaling rows: the new default
+    "steps2x": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=3600"]},    # at 0.5x, 2x, 4x its steps
+    "steps4x": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=7200"]},
     "eta0": {"from_run": "base", "sample": ["--eta", "0"]},
     "noema": {"from_run": "base", "sample": ["--no-ema"]},
     "ddim100": {"from_run": "base", "sample": ["--steps", "100"]},

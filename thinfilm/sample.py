@@ -201,8 +201,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-clip", action="store_true", help="do not clamp x0 predictions to [-1, 1]")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast where it is fast (CUDA, CPUs with bf16 units, except a single "
-                        "frame on the CPU), else fp32")
+                   help="auto: bf16 autocast where it is fast (CUDA, CPUs with bf16 units), else fp32")
     p.add_argument("--cuda-graph", action="store_true",
                    help="replay each batch's whole sampler run from a CUDA graph: faster small batches on a "
                         "GPU (the first batch of each size runs twice: a warm-up, then the capture)")
@@ -275,9 +274,6 @@ def main(argv: list[str] | None = None) -> None:
 
     diffusion = GaussianDiffusion.from_config(cfg)
     amp = autocast_dtype(args.precision, device)
-    if args.precision == "auto" and device.type == "cpu" and len(raw) == 1:
-        amp = None     # one frame: fp32 as fast or faster (DDIM-50, Intel AMX 0.87-1.29 s vs bf16 1.14-2.21 s; AMD
-                       # EPYC 0.77-0.92 s vs 0.79 s); from 4 frames on bf16 wins (AMD: 1.2-1.3 s vs 1.7 s)
     start = None
     if args.from_frame:
         start = specimen_noise(args, loaded, diffusion, plan._replace(guidance=Guidance()), device, amp,
