@@ -111,3 +111,45 @@ def test_an_inverted_frame_is_drawn_back_and_moved_only_by_its_conditions(predic
     assert (moved - (frames - (MU_KNOWN - MU_UNKNOWN))).abs().max() < 2e-3
     with pytest.raises(ValueError, match="deterministic plan"):
         generate(net, d, cond, [0] * 64, plan._replace(eta=1.0), device="cpu", start=start)
+
+
+REFUSED = ("sample.keep_grain = true puts the grain back", "diffusion.skip = \"grain\" is a skip for x0")
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp2m"])
+def test_every_sampling_combination_works_or_is_refused(schedule, prediction, sampler):
+    """schedule x prediction x sampler x spacing x eta x guidance x keep-grain x skip, through the config, its
+    `Plan` and `generate`, as a run samples: each combination `config.validate` accepts draws the guided
+    Gaussian it should (N(u + w (c - u), STD^2), mean within 0.02, std within 0.05 with the grain kept or
+    not), visiting at least 90 % of the asked steps; the rest are refused in one line, for a reason given.
+    Measured, 50 steps: means within 0.014 everywhere; stds within 0.025, but DDIM at eta 1 (50 coarse
+    stochastic steps) draws them 0.021-0.046 narrow, as test_diffusion's mixture shows and more steps mend.
+    DDPM (1000 network calls a run) uses every timestep and no eta: its spacing and eta are not varied, and
+    it runs guided only (unguided DDPM: test_diffusion)."""
+    from thinfilm.config import ConfigError, load_config, validate
+    from thinfilm.diffusion import GaussianDiffusion as Diffusion
+    cond = torch.tensor([[0.3, 1.0]]).repeat(125, 1)
+    for spacing in ("trailing", "karras")[:1 if sampler == "ddpm" else 2]:
+        for eta in (0.0, 1.0)[:1 if sampler == "ddpm" else 2]:
+            for scale in (1.0, 2.0)[1 if sampler == "ddpm" else 0:]:
+                for keep, skip in ((False, "none"), (True, "none"), (False, "grain")):
+                    overrides = [f'diffusion.schedule="{schedule}"', f'diffusion.prediction="{prediction}"',
+                                 f'sample.sampler="{sampler}"', f'sample.spacing="{spacing}"', f"sample.eta={eta}",
+                                 f"sample.guidance={scale}", 'sample.guidance_fields=["x1"]',
+                                 f"sample.keep_grain={str(keep).lower()}", f'diffusion.skip="{skip}"',
+                                 "diffusion.grain=3.0", "sample.steps=50", "sample.clip=false"]
+                    try:
+                        cfg = validate(load_config("experiments/default.toml", overrides))
+                    except ConfigError as err:
+                        assert str(err).startswith(REFUSED) and "\n" not in str(err), (overrides, err)
+                        continue
+                    d = Diffusion.from_config(cfg)
+                    plan = Plan.from_config(cfg)
+                    if sampler != "ddpm":
+                        assert len(d.plan(sampler, plan.steps, spacing)) >= 45, overrides
+                    x = generate(GaussianNet(d), d, cond, range(125), plan, device="cpu")
+                    target = MU_UNKNOWN + scale * (MU_KNOWN - MU_UNKNOWN)
+                    assert abs(x.mean().item() - target) < 0.02 and abs(x.std().item() - STD) < 0.05, \
+                        (overrides, x.mean().item(), x.std().item())
