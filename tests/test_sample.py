@@ -170,6 +170,8 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
         (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", frame], "needs --measured"),
         (["--ckpt", ckpt, "--values", "x1=1", "--measured", "x1=1"], "needs --measured"),
         (["--ckpt", ckpt, "--from-frame", frame, "--measured", measured], "give the new measurements"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", frame, "--measured", measured, "--independent"],
+         "that frame's specimen"),
         (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", frame, "--measured", "x1=1,x2=3"],
          "--measured: x3, x4, x5, x6, x7, x8 missing"),
         (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", small, "--measured", measured], "lies outside the frame"),

@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     if bool(args.from_frame) != bool(args.measured):
         raise SampleError("--from-frame FRAME needs --measured (the frame's own measurements), and --measured "
                           "is only for --from-frame")
+    if args.from_frame and args.independent:
+        raise SampleError("--independent with --from-frame: every frame drawn from a frame is that frame's specimen")
     if args.from_frame and args.n_per_condition != 1:
         raise SampleError("--n-per-condition with --from-frame: every draw of the frame's specimen is the same")
 
