@@ -24,36 +24,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thinfilm import checkpoint, data  # noqa: E402
 from thinfilm.diffusion import GaussianDiffusion  # noqa: E402
+from thinfilm.metrics import gaussian_blur, region_mask  # noqa: E402
 from thinfilm.sampling import Guidance, Plan, frame_seed, generate, invert  # noqa: E402
 from thinfilm.synthetic import FILM_COLS, FLAT_ROWS, ROI, measure  # noqa: E402
 
 STRENGTHS = (0.3, 0.5, 0.8)
 
 
-def region(r: int) -> tuple[slice, list[slice]]:
-    """The flat film between the mark bands, outside the craze zone, in an r-pixel frame."""
-    rows = slice(round(FLAT_ROWS[0] * r), round(FLAT_ROWS[1] * r))
-    return rows, [slice(round(a * r), round(b * r)) for a, b in FILM_COLS]
-
-
 def texture(frames: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """The film's fine texture: each frame less its Gaussian blur (sigma px), in the flat region, [N, P]."""
-    x = torch.from_numpy(frames.astype(np.float32))[:, None]
-    k = torch.arange(-3 * int(sigma), 3 * int(sigma) + 1, dtype=torch.float32)
-    k = torch.exp(-k**2 / (2 * sigma**2))
-    k /= k.sum()
-    pad = len(k) // 2
-    blurred = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    blurred = F.conv2d(F.pad(blurred, (0, 0, pad, pad), mode="replicate"), k.view(1, 1, -1, 1))
-    high = (x - blurred)[:, 0].numpy()
-    rows, cols = region(frames.shape[-1])
-    return np.concatenate([high[:, rows, c].reshape(len(frames), -1) for c in cols], axis=1)
+    """The film's fine texture: each frame less its Gaussian blur (sigma px), in the flat film, [N, P]."""
+    high = frames.astype(np.float64) - gaussian_blur(frames, sigma)
+    return high[:, region_mask(frames.shape[-1], FLAT_ROWS, FILM_COLS)]
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,9 +50,8 @@ def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def flat_change(frames: np.ndarray) -> float:
     """Mean absolute change between consecutive frames in the flat film, levels."""
-    rows, cols = region(frames.shape[-1])
     d = np.abs(np.diff(frames.astype(np.float32), axis=0))
-    return float(np.mean([d[:, rows, c].mean() for c in cols]))
+    return float(d[:, region_mask(frames.shape[-1], FLAT_ROWS, FILM_COLS)].mean())
 
 
 def main() -> None:
