@@ -46,6 +46,7 @@ CANDIDATES: dict[str, dict] = {                  # name: training overrides, sam
     "steps05x": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=900"]},    # scaling rows: the new default
     "steps2x": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=3600"]},    # at 0.5x, 2x, 4x its steps
     "steps4x": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=7200"]},
+    "res128": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=1800", "data.resolution=128"]},  # 4x the work
     "eta0": {"from_run": "base", "sample": ["--eta", "0"]},
     "noema": {"from_run": "base", "sample": ["--no-ema"]},
     "ddim100": {"from_run": "base", "sample": ["--steps", "100"]},
@@ -108,7 +109,8 @@ def score(folder: Path, csv: Path, sweeps: dict[str, list[Path]], paths: list[np
     generated, asked, real, values, cond = load_set(csv, folder / "manifest.csv")
     cols = [f"x{i}" for i in range(1, 9)]
     groups = [series_of(p) for p in read_table(csv, cols).paths]
-    check = exact_check(generated, asked, real, values, cond, cols, groups, brightness, cols[:6])
+    check = exact_check(measure(generated), asked, measure(real), values, cond, cols, groups, brightness,
+                        cols[:6])
     row = {k: round(v, 4) for k, v in fidelity(generated, real[cond]).items()}
     for c, v in check["columns"].items():
         row[f"ratio_{c}"], row[f"excess_{c}"] = round(v["ratio"], 3), float(f"{v['excess']:.4g}")

@@ -190,14 +190,20 @@ def simulator_check(gen: Judged, real: Judged, cond: np.ndarray, columns: list[s
     frame's specimen."""
     from thinfilm.synthetic import exact_check, exact_reading, fidelity, measure
 
-    exact = exact_check(gen.images.frames, gen.asked, real.images.frames, real.asked, cond, columns, groups,
+    shown = measure(gen.images.frames)
+    exact = exact_check(shown, gen.asked, measure(real.images.frames), real.asked, cond, columns, groups,
                         brightness, visible)
-    read = exact_reading(measure(gen.images.frames), gen.asked, columns, brightness)
+    read = exact_reading(shown, gen.asked, columns, brightness)
     agreement = {c: float(np.corrcoef(gen.read[:, columns.index(c)], v)[0, 1]) for c, v in read.items()}
     return {**fidelity(gen.images.frames, real.images.frames[cond]), **exact, "agreement": agreement}
 
 
 UNITS = {"x1": "N", "x2": "MPa", "x3": "strain", "x4": "strain", "x5": "px", "x6": "px", "x7": "", "x8": "mm"}
+
+
+def unit(column: str) -> str:
+    """The column's unit as a suffix (" px", " N"), "" where it has none."""
+    return f" {UNITS[column]}" if UNITS.get(column) else ""
 
 
 def loosest(columns: dict[str, dict[str, Any]]) -> str:
@@ -206,7 +212,6 @@ def loosest(columns: dict[str, dict[str, Any]]) -> str:
     if not columns:
         return ""
     ranked = sorted(columns, key=lambda c: -columns[c]["ratio"])
-    unit = lambda c: f" {UNITS[c]}" if UNITS.get(c) else ""  # noqa: E731
     fmt = lambda c: (f"{columns[c]['excess']:.3g}{unit(c)} ({columns[c]['excess_low']:.3g}-"  # noqa: E731
                      f"{columns[c]['excess_high']:.3g})")
     top = ranked[0]
@@ -327,10 +332,9 @@ def _precision_lines(columns: dict[str, dict[str, Any]], who: str) -> list[str]:
     lines = [f"| column | ratio, {who} | excess beyond the reading's own error | MAE real | MAE generated |",
              "|---|---|---|---|---|"]
     for c, v in columns.items():
-        unit = f" {UNITS[c]}" if UNITS.get(c) else ""
         lines.append(f"| {c} | {v['ratio']:.2f} ({v['ratio_low']:.2f}-{v['ratio_high']:.2f}) | {v['excess']:.3g} "
-                     f"({v['excess_low']:.3g}-{v['excess_high']:.3g}){unit} | {v['mae_real']:.3g}{unit} | "
-                     f"{v['mae_generated']:.3g}{unit} |")
+                     f"({v['excess_low']:.3g}-{v['excess_high']:.3g}){unit(c)} | {v['mae_real']:.3g}{unit(c)} | "
+                     f"{v['mae_generated']:.3g}{unit(c)} |")
     return lines + ["", loosest(columns)]
 
 

@@ -352,12 +352,13 @@ def exact_reading(features: np.ndarray, asked: np.ndarray, columns: Sequence[str
     return {c: out[c] for c in columns if c in out}
 
 
-def exact_check(generated: np.ndarray, gen_asked: np.ndarray, real: np.ndarray, real_asked: np.ndarray,
+def exact_check(shown: np.ndarray, gen_asked: np.ndarray, seen: np.ndarray, real_asked: np.ndarray,
                 cond: np.ndarray, columns: Sequence[str], groups: Sequence[str], brightness: float = 0.0,
                 visible: Sequence[str] | None = None) -> dict[str, Any]:
-    """How precisely generated frames [N, R, R] carry their raw measurements gen_asked [N, C], against the
-    real frames [M, R, R] with real_asked [M, C] (generated frame i was drawn for real condition cond[i]),
-    read by the simulator itself instead of a regressor.
+    """How precisely generated frames carry their raw measurements gen_asked [N, C], against the real frames
+    with real_asked [M, C] (generated frame i was drawn for real condition cond[i]), read by the simulator
+    itself instead of a regressor: `shown` [N, F] and `seen` [M, F] are `measure()` of the generated and the
+    real frames.
 
     "columns": for every column `exact_reading` can read, the consistency ratio MAE generated / MAE real and
     the generator's own error beyond the reading's (`metrics.excess_interval`, in the column's units), each
@@ -366,7 +367,6 @@ def exact_check(generated: np.ndarray, gen_asked: np.ndarray, real: np.ndarray, 
     with the error taken from what the conditions predict: the mean feature of the 8 real frames of other
     specimens (`groups` [M]) nearest in the `visible` columns (z-scored), so a real frame is not its own
     prediction. Below 1 there: less spread than the real frames (a mean drawn), above: looser."""
-    shown, seen = measure(generated), measure(real)
     read_gen = exact_reading(shown, gen_asked, columns, brightness)
     read_real = exact_reading(seen, real_asked, columns, brightness)
     out: dict[str, Any] = {"columns": {}, "features": {}}
