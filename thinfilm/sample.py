@@ -343,14 +343,11 @@ def sampling_plan(args: argparse.Namespace, cfg) -> Plan:
     if args.guidance_fields is not None:
         s.guidance_fields = [c.strip() for c in args.guidance_fields.split(",") if c.strip()]
     if args.guidance_interval is not None:
-        lo, sep, hi = args.guidance_interval.partition(":")
-        try:
-            s.guidance_interval = [int(lo), int(hi)] if sep else []
-        except ValueError:
-            raise SampleError(f"--guidance-interval {args.guidance_interval!r}: give LO:HI timesteps, e.g. 100:700") \
-                from None
-        if not sep and args.guidance_interval.strip():
+        text = args.guidance_interval.strip()
+        parts = text.split(":") if text else []
+        if len(parts) not in (0, 2) or not all(p.strip().lstrip("-").isdigit() for p in parts):
             raise SampleError(f"--guidance-interval {args.guidance_interval!r}: give LO:HI timesteps, e.g. 100:700")
+        s.guidance_interval = [int(p) for p in parts]
     flags = {"sample.steps": "--steps", "sample.batch_size": "--batch-size", "sample.eta": "--eta",
              "sample.guidance": "--guidance", "sample.guidance_fields": "--guidance-fields",
              "sample.guidance_interval": "--guidance-interval", "sample.keep_grain": "--keep-grain"}
