@@ -51,7 +51,7 @@ case "$cmd" in
   regress) setup; exec "$PY" -m thinfilm.regression train "$@" ;;
   evaluate) setup; exec "$PY" -m thinfilm.evaluate "$@" ;;
   bench) setup; exec "$PY" -m thinfilm.bench "$@" ;;
-  data) setup; exec "$PY" -m thinfilm.data "$@" ;;
+  data) setup; exec "$PY" -m thinfilm.prepare "$@" ;;
   tensorboard) setup; exec "$PY" -m tensorboard.main --logdir "${1:-runs}" --bind_all ;;
   test) setup; lint; exec "$PY" -m pytest "$@" ;;
   python) setup; exec "$PY" "$@" ;;

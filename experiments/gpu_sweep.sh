@@ -30,7 +30,7 @@ fi
 for d in "${!DATASETS[@]}"; do
   read -r n f seed <<< "${DATASETS[$d]}"
   all=(); [[ $d == eval ]] && all=(--all)
-  python3 -m thinfilm.data synth --out /tmp/data/"$d" --series "$n" --frames "$f" --seed "$seed" "${all[@]}" \
+  python3 -m thinfilm.prepare synth --out /tmp/data/"$d" --series "$n" --frames "$f" --seed "$seed" "${all[@]}" \
     > /tmp/logs/data_"$d".log 2>&1 &
 done
 wait

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from thinfilm.data import load_frame, read_table, resolve_all, series_of  # noqa: E402
-from thinfilm.synthetic import ROI, exact_check, fidelity, measure  # noqa: E402
+from thinfilm.synthetic import ROI, Measured, exact_check, fidelity, measure  # noqa: E402
 
 GEOMETRY = "--guidance-fields=x3,x4,x5,x6"
 OLD = ['model.unpatch="shuffle"', "train.steps=1400"]     # the default before this comparison (2026-12-04)
@@ -109,8 +109,8 @@ def score(folder: Path, csv: Path, sweeps: dict[str, list[Path]], paths: list[np
     generated, asked, real, values, cond = load_set(csv, folder / "manifest.csv")
     cols = [f"x{i}" for i in range(1, 9)]
     groups = [series_of(p) for p in read_table(csv, cols).paths]
-    check = exact_check(measure(generated), asked, measure(real), values, cond, cols, groups, brightness,
-                        cols[:6])
+    check = exact_check(Measured(measure(generated), asked), Measured(measure(real), values), cond, cols, groups,
+                        brightness, cols[:6])
     row = {k: round(v, 4) for k, v in fidelity(generated, real[cond]).items()}
     for c, v in check["columns"].items():
         row[f"ratio_{c}"], row[f"excess_{c}"] = round(v["ratio"], 3), float(f"{v['excess']:.4g}")

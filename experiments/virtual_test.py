@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from thinfilm import checkpoint, data  # noqa: E402
-from thinfilm.diffusion import GaussianDiffusion  # noqa: E402
+from thinfilm.diffusion import GaussianDiffusion, Init  # noqa: E402
 from thinfilm.metrics import gaussian_blur, region_mask  # noqa: E402
-from thinfilm.sampling import Guidance, Plan, frame_seed, generate, invert  # noqa: E402
+from thinfilm.sampling import Execution, Guidance, Plan, frame_seed, generate, invert  # noqa: E402
 from thinfilm.synthetic import FILM_COLS, FLAT_ROWS, ROI, measure  # noqa: E402
 
 STRENGTHS = (0.3, 0.5, 0.8)
@@ -71,6 +71,7 @@ def main() -> None:
     diffusion = GaussianDiffusion.from_config(cfg)
     plan = Plan.from_config(cfg)
     still = plan._replace(sampler="ddim", eta=0.0)
+    on = Execution(torch.device("cpu"))
     steered = still._replace(guidance=Guidance(a.guidance, tuple(cols.index(c) for c in ("x3", "x4", "x5", "x6"))))
     table = data.read_table(Path(a.data) / "all.csv", cols)
     files = data.resolve_all(table)
@@ -90,9 +91,9 @@ def main() -> None:
         targets.append(picks)
         films.append(whole[np.unique(np.linspace(1, len(whole) - 1, 9).round().astype(int))])
 
-    def draw(rows: np.ndarray, how: Plan, seeds, **kw) -> np.ndarray:
-        return data.to_uint8(generate(net, diffusion, norm.encode(table.values[rows]), list(seeds), how, device="cpu",
-                                 **kw))
+    def draw(rows: np.ndarray, how: Plan, seeds, amp: torch.dtype | None = None, **kw) -> np.ndarray:
+        return data.to_uint8(generate(net, diffusion, norm.encode(table.values[rows]), list(seeds), how,
+                                      on._replace(amp=amp), **kw))
 
     results: dict[str, dict] = {}
     per: dict[str, list] = {m: [] for m in ["inversion", "independent", *[f"img2img {s}" for s in STRENGTHS]]}
@@ -101,7 +102,7 @@ def main() -> None:
         frame_k = data.to_network(real[k])[None]
         cond_k = norm.encode(table.values[[k]])
         for name, amp in (("fp32", None), ("bf16", torch.bfloat16)):
-            start = invert(net, diffusion, frame_k, cond_k, still, device="cpu", amp=amp)
+            start = invert(net, diffusion, frame_k, cond_k, still, on._replace(amp=amp))
             back = draw(np.array([k]), still, [0], start=start, amp=amp)[0]
             trips.setdefault(name, []).append(np.abs(back.astype(int) - real[k]))
             if amp is None:
@@ -111,7 +112,7 @@ def main() -> None:
         per["independent"].append(draw(picks, plan, [frame_seed(7, int(j)) for j in picks]))
         for s in STRENGTHS:
             per[f"img2img {s}"].append(draw(picks, plan, [frame_seed(8, int(j)) for j in picks],
-                                            x_init=frame_k, strength=s))
+                                            init=Init(frame_k, s)))
     wanted = np.concatenate(targets)
     truth = real[wanted]
     same = corr(texture(real[np.repeat(ks, [len(t) for t in targets])]), texture(truth))

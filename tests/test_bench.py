@@ -6,9 +6,9 @@ import torch
 
 from thinfilm import bench
 from thinfilm.config import load_config
-from thinfilm.unet import UNet
+from thinfilm.unet import Attention, UNet
 
-from conftest import TINY
+from conftest import DEFAULT, TINY
 
 FIELDS = {"params_M", "fwd_gflop_per_image", "flop_convention", "train_batch", "first_step_s", "train_s_per_step",
           "train_images_per_s", "train_tflops", "peak_tflops", "train_mfu", "train_peak_memory_gib",
@@ -18,21 +18,49 @@ FIELDS = {"params_M", "fwd_gflop_per_image", "flop_convention", "train_batch", "
 
 def test_bench_reports_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = ["--config", "experiments/default.toml", "--device", "cpu", "--repeats", "1", "--peak-tflops", "1.0",
+    args = ["--config", DEFAULT, "--device", "cpu", "--repeats", "1", "--peak-tflops", "1.0",
             "--json", str(out)]
     for o in TINY + ["sample.steps=50"]:
         args += ["--set", o]
     bench.main(args)
     report = json.loads(out.read_text())
-    assert FIELDS <= set(report) and report["train_batch"] == 4 and report["fwd_gflop_per_image"] > 0
+    assert FIELDS <= set(report) and report["train_batch"] == 4
+    flop = hand_count(UNet.from_config(load_config(DEFAULT, TINY)))
+    assert report["fwd_gflop_per_image"] * 1e9 == pytest.approx(flop, rel=1e-9)
+    assert report["train_tflops"] == pytest.approx(3 * flop * 4 / report["train_s_per_step"] / 1e12)
     assert report["train_mfu"] == pytest.approx(report["train_tflops"] / 1.0)
-    assert report["train_images_per_s"] == pytest.approx(4 / report["train_s_per_step"])
     assert "train_s_per_step" in capsys.readouterr().out
+
+
+def hand_count(net: UNet) -> int:
+    """Forward FLOPs of one 16-px frame counted by hand from each layer's shapes (a multiply-add = 2; biases,
+    norms and activations not counted, as torch's counter does): a convolution 2 x output elements x C_in
+    x kh x kw, a linear layer 2 x outputs x inputs, attention 2 x 2 x C x L^2 (Q K^T and the weighted sum
+    over L = H W positions, all heads together)."""
+    total = [0]
+
+    def conv(m, inputs, out):
+        total[0] += 2 * out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear(m, inputs, out):
+        total[0] += 2 * out.numel() * m.in_features
+
+    def attention(m, inputs, out):
+        b, c, h, w = inputs[0].shape
+        total[0] += 2 * 2 * b * c * (h * w) ** 2
+
+    kinds = {torch.nn.Conv2d: conv, torch.nn.Linear: linear, Attention: attention}
+    for module in net.modules():
+        if type(module) in kinds:
+            module.register_forward_hook(kinds[type(module)])
+    with torch.no_grad():
+        net(torch.zeros(1, 1, 16, 16), torch.zeros(1, dtype=torch.long), torch.zeros(1, 8))
+    return total[0]
 
 
 def net_and_input():
     torch.manual_seed(0)
-    net = UNet.from_config(load_config("experiments/default.toml", TINY)).eval()
+    net = UNet.from_config(load_config(DEFAULT, TINY)).eval()
     for p in net.parameters():                       # zero-initialised branches made non-zero
         if p.abs().sum() == 0:
             torch.nn.init.normal_(p, std=0.05)
@@ -55,13 +83,13 @@ def test_sampler_run_with_its_noise_ahead_reads_nothing_back(monkeypatch, sample
     clipping, every update; image-to-image too) given its noise ahead draws none itself and never turns a
     tensor into a host value (bool, item, tolist, numpy), so it has no host-device sync to break a capture."""
     from thinfilm import diffusion as diffusion_module
-    from thinfilm.diffusion import GaussianDiffusion
-    from thinfilm.sampling import guided, predrawn
+    from thinfilm.diffusion import GaussianDiffusion, SamplerSettings
+    from thinfilm.sampling import guided, noise_draws, predrawn
 
     net, _ = net_and_input()
     d = GaussianDiffusion("linear", 1000, "x0")
     shape, gens = (2, 1, 16, 16), [torch.Generator().manual_seed(i) for i in range(2)]
-    noise = predrawn(shape, gens, d.draws(sampler, 8, eta, "karras", strength))
+    noise = predrawn(shape, gens, noise_draws(d, SamplerSettings(sampler, 8, eta, "karras"), strength))
     denoise = d.keeping_grain(guided(net, torch.randn(2, 8), guidance), 0.01)
     x_init = torch.rand(shape) * 2 - 1
 
@@ -74,7 +102,9 @@ def test_sampler_run_with_its_noise_ahead_reads_nothing_back(monkeypatch, sample
     with torch.no_grad():
         x = d.sample(denoise, shape, sampler, 8, eta, noise=noise, clip=True, spacing="karras", x_init=x_init,
                      strength=strength)
+        back = d.invert(denoise, x, 8, "karras")                           # DDIM inversion too
     monkeypatch.undo()
+    assert torch.isfinite(back).all()
     assert torch.isfinite(x).all() and x.shape == shape
 
 
@@ -85,8 +115,8 @@ def test_cuda_graph_replayed_sampler_draws_the_eager_frames(sampler, eta, guidan
     """Same seeds, same frames: a whole run replayed from a CUDA graph changes nothing but the launch cost
     (guidance 2 runs the network on a doubled batch; the last chunk of 2 is a second graph; a second call
     with the same dict replays the graphs it holds, with other conditions, seeds and start image)."""
-    from thinfilm.diffusion import GaussianDiffusion
-    from thinfilm.sampling import Guidance, Plan, generate
+    from thinfilm.diffusion import GaussianDiffusion, Init
+    from thinfilm.sampling import Execution, Guidance, Plan, generate
 
     net, _ = net_and_input()
     net = net.cuda()
@@ -96,8 +126,8 @@ def test_cuda_graph_replayed_sampler_draws_the_eager_frames(sampler, eta, guidan
     def draw(cond, seed, graphs):
         init = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1 if img2img else None
         plan = Plan(sampler, 12, eta, "trailing", Guidance(guidance), True, 3, 0.01)
-        return generate(net, diffusion, cond, list(range(seed, seed + 5)), plan, device="cuda", x_init=init,
-                        strength=0.6 if img2img else 1.0, graphs=graphs)
+        return generate(net, diffusion, cond, list(range(seed, seed + 5)), plan,
+                        Execution(torch.device("cuda"), graphs=graphs), init=Init(init, 0.6) if img2img else None)
 
     for seed in (0, 10):
         cond = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed))

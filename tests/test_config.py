@@ -7,6 +7,8 @@ from thinfilm import train
 from thinfilm.config import Config, ConfigError, from_dict, load_config, to_toml, validate
 from thinfilm.unet import UNet
 
+from conftest import DEFAULT, REPO
+
 
 def test_defaults_are_the_researchers_design():
     cfg = Config()
@@ -18,7 +20,7 @@ def test_defaults_are_the_researchers_design():
 
 
 def test_round_trip_through_toml(tmp_path):
-    cfg = load_config("experiments/default.toml", ["train.steps=7", "data.root=/mnt/films", "data.roi=[1,2,3,4]"])
+    cfg = load_config(DEFAULT, ["train.steps=7", "data.root=/mnt/films", "data.roi=[1,2,3,4]"])
     path = tmp_path / "c.toml"
     path.write_text(to_toml(cfg))
     again = load_config(path)
@@ -65,7 +67,7 @@ def test_file_errors(tmp_path):
 
 @pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512", "pmma_256_original", "pmma_512_original"])
 def test_shipped_experiments_build(name):
-    cfg = load_config(f"experiments/{name}.toml")
+    cfg = load_config(str(REPO / "experiments" / f"{name}.toml"))
     with __import__("torch").device("meta"):
         net = UNet.from_config(cfg)
     assert net.resolution == cfg.data.resolution and net.n_conditions == len(cfg.data.columns)
@@ -106,7 +108,7 @@ NEEDS = {"fracture_load": "train.fracture_repeat=2", "precision=fp16": "train.sy
 def test_validate_names_the_key(override, message):
     extra = [v for k, v in NEEDS.items() if k in override]
     with pytest.raises(ConfigError) as err:
-        validate(load_config("experiments/default.toml", [override, *extra]))
+        validate(load_config(DEFAULT, [override, *extra]))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -115,7 +117,7 @@ def test_bad_values_fail_before_any_data_is_touched(tmp_path, override, message)
     """The synthetic default would generate its data first: a bad value must stop the command before that."""
     data = tmp_path / "synthetic"
     with pytest.raises(ConfigError, match="^" + re.escape(message.split(":")[0])):
-        train.main(["--config", "experiments/default.toml", "--quiet", "--set", override,
+        train.main(["--config", DEFAULT, "--quiet", "--set", override,
                     "--set", f"data.train_csv={data / 'train.csv'}", "--set", f"data.test_csv={data / 'test.csv'}",
                     "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", f"train.out_dir={tmp_path / 'runs'}"])
     assert not data.exists() and not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
@@ -123,4 +125,10 @@ def test_bad_values_fail_before_any_data_is_touched(tmp_path, override, message)
 
 @pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512", "pmma_256_original", "pmma_512_original"])
 def test_shipped_experiments_are_valid(name):
-    validate(load_config(f"experiments/{name}.toml"))
+    """Each shipped experiment validates, and holds every value its file sets (nothing dropped on the way)."""
+    import tomllib
+    path = REPO / "experiments" / f"{name}.toml"
+    cfg = validate(load_config(path))
+    for section, body in tomllib.loads(path.read_text()).items():
+        for key, value in body.items():
+            assert getattr(getattr(cfg, section), key) == value, (section, key)

@@ -30,6 +30,8 @@ from thinfilm.data import (
 )
 from thinfilm.prepare import inspect
 
+from conftest import DEFAULT, python_path
+
 COLS = [f"x{i}" for i in range(1, 9)]
 
 
@@ -172,7 +174,7 @@ def test_split_keeps_series_disjoint(tmp_path):
     assert len(held) == 2
     rows = [f"C:\\d\\data{s}\\{i:04d}.tif,{','.join(['1'] * 8)}" for s in (1, 2, 3) for i in range(4)]
     csv = write_csv(tmp_path / "all.csv", "filepath," + ",".join(COLS) + "\n" + "\n".join(rows) + "\n")
-    subprocess.run([sys.executable, "-m", "thinfilm.data", "split", "--csv", str(csv)], check=True,
+    subprocess.run([sys.executable, "-m", "thinfilm.prepare", "split", "--csv", str(csv)], check=True,
                    capture_output=True)
     train, test = pd.read_csv(tmp_path / "all_train.csv"), pd.read_csv(tmp_path / "all_test.csv")
     series = lambda t: {p.split("\\")[-2] for p in t.filepath}  # noqa: E731
@@ -200,7 +202,7 @@ def test_inspect_under_another_root(synth_dir, tmp_path):
     """A seed-format CSV elsewhere whose Windows paths live under data.root."""
     for name in ("train.csv", "test.csv"):
         (tmp_path / name).write_text((synth_dir / name).read_text())
-    cfg = load_config("experiments/default.toml", [f"data.train_csv={tmp_path / 'train.csv'}",
+    cfg = load_config(DEFAULT, [f"data.train_csv={tmp_path / 'train.csv'}",
                                                    f"data.test_csv={tmp_path / 'test.csv'}", f"data.root={synth_dir}",
                                                    "data.resolution=32"]).data
     report = inspect(cfg, tmp_path / "preview.png")
@@ -212,13 +214,13 @@ def test_inspect_under_another_root(synth_dir, tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": python_path()}
     bad = write_csv(tmp_path / "bad.csv", "filepath,x1\na.tif,1\n")
     default = str(Path(__file__).parents[1] / "experiments" / "default.toml")
     for args in (["inspect", "--config", default, "--set", f"data.train_csv={bad}", "--set", "data.synthetic=false"],
                  ["inspect", "--config", default, "--set", "train.nope=1"],
                  ["split", "--csv", str(tmp_path / "none.csv")]):
-        proc = subprocess.run([sys.executable, "-m", "thinfilm.data", *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "thinfilm.prepare", *args], capture_output=True, text=True,
                               env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
@@ -235,7 +237,7 @@ def test_synth_all_writes_one_evaluation_table(tmp_path, capsys):
 def test_output_into_a_closed_pipe_is_not_a_traceback():
     """`python -m thinfilm... | head -1`: the reader stops early; the command stops quietly."""
     code = "from thinfilm import cli\ndef main(argv):\n    for i in range(200000): print(i)\ncli(main)"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": python_path()}
     proc = subprocess.run(f"{sys.executable} -c '{code}' | head -1", shell=True, capture_output=True, text=True,
                           env=env)
     assert proc.stdout == "0\n" and "Traceback" not in proc.stderr and proc.stderr == "", proc.stderr

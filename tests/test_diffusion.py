@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from thinfilm.diffusion import GaussianDiffusion, cosine_betas, ddim_step, dpmpp2m_step, linear_betas
+from thinfilm.diffusion import GaussianDiffusion, cosine_betas, dpmpp2m_step, linear_betas
+
+from conftest import DEFAULT, white_grain_std
 
 # Per-pixel data: a two-component Gaussian mixture in each of D dims (weights, means, stds).
 WEIGHTS = torch.tensor([0.3, 0.7], dtype=torch.float64)
@@ -47,11 +49,13 @@ N = 4000
 SHAPE = (N, 1, 2, 2)        # 16 000 scalar draws
 
 
-# Measured tolerances (seed 0, 16 000 draws): DDPM-1000 and DDIM-50 at eta 0 stay within 0.017 of
-# every moment; DDIM-50 at eta 1 is a coarse stochastic discretisation that shrinks the mode stds by
-# ~0.02-0.04 (0.129 / 0.263 for 0.15 / 0.3) and converges with steps (0.1498 / 0.3009 at 1000 steps).
-TOLERANCE = {("ddpm", None, 0.0): (0.01, 0.02, 0.01), ("ddim", 50, 0.0): (0.01, 0.02, 0.02),
-             ("ddim", 50, 1.0): (0.02, 0.02, 0.045)}
+# (weight, mean, std) bounds. Sampling error alone (16 000 draws, seed 0) is 0.004 on the weight, 0.003 on a mean,
+# 0.002 on a std; the rest is each sampler's bias, measured (worst of both schedules) and bounded: DDPM-1000
+# 0.008 (its posterior variance beta_tilde is exact only for a point mass: the narrow mode comes out 0.008
+# wide); DDIM-50 at eta 0 0.016 on the means; DDIM-50 at eta 1, a coarse stochastic discretisation, 0.037 on
+# the wide mode's std, which more steps mend (test_ddim_eta1_bias_shrinks_with_steps).
+TOLERANCE = {("ddpm", None, 0.0): (0.006, 0.008, 0.011), ("ddim", 50, 0.0): (0.006, 0.02, 0.017),
+             ("ddim", 50, 1.0): (0.015, 0.02, 0.045)}
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
@@ -68,12 +72,11 @@ def test_samplers_reproduce_gaussian_mixture(schedule, prediction, sampler, step
     assert abs(s0 - 0.15) < tol_s and abs(s1 - 0.3) < tol_s, (s0, s1)
 
 
-# Measured (seed 0): at 15 steps DPM-Solver++(2M) keeps the modes' means within 0.016 (DDIM-15 misses
-# by 0.045-0.07) and their stds within 0.06; at 50 steps everything within 0.013. Its SDE form (eta 1):
-# means within 0.022 and stds within 0.055 at 15 steps; within 0.008 and 0.013 at 50 steps, where
-# DDIM-50 at eta 1 shrinks the stds by up to 0.04.
-DPM_TOLERANCE = {(15, 0.0): (0.01, 0.02, 0.065), (50, 0.0): (0.01, 0.01, 0.02),
-                 (15, 1.0): (0.015, 0.025, 0.06), (50, 1.0): (0.01, 0.01, 0.016)}
+# Bias bounds, measured (seed 0, worst of both schedules): at 15 steps DPM-Solver++(2M) keeps the modes' means
+# within 0.016 (DDIM-15 misses by 0.045-0.07) and draws the wide mode 0.054 narrow, ODE or SDE form; at 50 steps
+# every moment is within 0.012, near sampling error (0.002-0.004).
+DPM_TOLERANCE = {(15, 0.0): (0.01, 0.02, 0.06), (50, 0.0): (0.008, 0.008, 0.012),
+                 (15, 1.0): (0.01, 0.02, 0.06), (50, 1.0): (0.008, 0.008, 0.015)}
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
@@ -98,19 +101,49 @@ def test_dpmpp2m_reproduces_gaussian_mixture(schedule, prediction, steps, eta):
         assert abs(s0 - 0.15) + abs(s1 - 0.3) < abs(e0 - 0.15) + abs(e1 - 0.3)
 
 
-def test_dpmpp2m_sde_first_step_is_the_ddpm_posterior_step():
-    """At first order the SDE step (eta 1) from t to s is DDIM's eta-1 step (DDPM's posterior), and the ODE
-    step (eta 0) DDIM's deterministic one, exactly."""
+def test_dpmpp2m_first_order_steps_are_the_posterior_and_ddim():
+    """At first order the SDE step (eta 1) from t to s is a draw from DDPM's posterior q(x_s | x_t, x0)
+    (Ho et al. eqs. 6-7 generalised to any s < t: mean sqrt(a_s) (1 - a_t / a_s) / (1 - a_t) x0 + sqrt(a_t /
+    a_s) (1 - a_s) / (1 - a_t) x_t, variance (1 - a_s) / (1 - a_t) (1 - a_t / a_s)), and the ODE step (eta 0)
+    deterministic DDIM, sqrt(a_s) x0 + sqrt(1 - a_s) eps(x_t, x0), both written here from the papers."""
     d = GaussianDiffusion("linear", 1000, "x0")
     g = torch.Generator().manual_seed(0)
-    x_t, x0, z = (torch.randn(8, 1, 4, 4, generator=g) for _ in range(3))
-    t, s = torch.full((8,), 600), torch.full((8,), 350)
-    a_t, a_s = d.alpha_bar(t, x_t), d.alpha_bar(s, x_t)
+    x_t, x0, z = (torch.randn(8, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    a_t, a_s = d.alphas_cumprod[600], d.alphas_cumprod[350]
+    mean = (a_s.sqrt() * (1 - a_t / a_s) * x0 + (a_t / a_s).sqrt() * (1 - a_s) * x_t) / (1 - a_t)
+    var = (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
     sde, _ = dpmpp2m_step(x_t, x0, a_t, a_s, None, eta=1.0, noise=z)
-    ddim = ddim_step(d.split(x0, x_t, t), a_t, a_s, 1.0, z)
-    assert torch.allclose(sde, ddim, atol=1e-5)
+    assert torch.allclose(sde, mean + var.sqrt() * z, atol=1e-10)
     ode, _ = dpmpp2m_step(x_t, x0, a_t, a_s, None)
-    assert torch.allclose(ode, ddim_step(d.split(x0, x_t, t), a_t, a_s, 0.0, z), atol=1e-5)
+    assert torch.allclose(ode, a_s.sqrt() * x0 + (1 - a_s).sqrt() * (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt(),
+                          atol=1e-10)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_heun_reproduces_gaussian_mixture(schedule, prediction):
+    """EDM's deterministic Heun sampler (Karras et al. 2022, Algorithm 1) on this project's schedules with
+    Karras spacing. At 25 steps (49 network calls, DDIM-50's budget) its discretisation bias is within 0.015 of
+    every moment (measured, seed 0: the narrow mode's std 0.161 for 0.15, means 0.010-0.011 off; sampling error
+    alone is 0.002-0.004), half DDIM-25's total error or less, and it shrinks with steps (Heun-50: within 0.007)."""
+    d = GaussianDiffusion(schedule, 1000, prediction)
+    truth = np.array([0.7, -1.0, 0.15, 0.8, 0.3])
+    error = lambda sampler, steps: np.abs(np.array(mixture_stats(d.sample(  # noqa: E731
+        optimal_denoiser(d), SHAPE, sampler=sampler, steps=steps, spacing="karras",
+        generator=torch.Generator().manual_seed(0)))) - truth)
+    heun = error("heun", 25)
+    assert heun.max() < 0.015, heun
+    assert heun.sum() < error("ddim", 25).sum() / 2
+    assert error("heun", 50).sum() < heun.sum() / 2
+
+
+def test_ddim_eta1_bias_shrinks_with_steps():
+    """DDIM-50 at eta 1 draws the wide mode 0.03-0.04 narrow: a discretisation bias, not a flaw of the update,
+    so it at least halves at 200 steps (measured: 0.037 -> 0.014)."""
+    d = GaussianDiffusion("linear", 1000, "eps")
+    std = lambda steps: mixture_stats(d.sample(optimal_denoiser(d), SHAPE, "ddim", steps=steps, eta=1.0,  # noqa: E731
+                                               generator=torch.Generator().manual_seed(0)))[4]
+    assert abs(std(200) - 0.3) < abs(std(50) - 0.3) / 2
 
 
 def test_ddim_eta1_all_steps_is_ddpm():
@@ -156,9 +189,9 @@ def test_prediction_conversions_round_trip(prediction):
     x0, eps = torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
     t = torch.randint(0, 1000, (8,), generator=g)
     x_t = d.q_sample(x0, t, eps)
-    pred = d.split(d.target(x0, eps, t), x_t, t)
+    pred = d.to_x0_eps(d.target(x0, eps, t), x_t, t)
     assert torch.allclose(pred.x0, x0, atol=1e-3) and torch.allclose(pred.eps, eps, atol=1e-3)
-    assert torch.allclose(d.join(x0, x_t, t), d.target(x0, eps, t), atol=1e-3)           # join inverts split
+    assert torch.allclose(d.from_x0(x0, x_t, t), d.target(x0, eps, t), atol=1e-3)           # from_x0 inverts to_x0_eps
 
 
 def test_q_sample_moments():
@@ -215,85 +248,111 @@ def test_same_seed_same_samples_and_per_row_generators():
 def test_predrawn_noise_gives_the_generators_frames(sampler, steps, eta, strength):
     """A run given its noise ahead (`draws` of it, `predrawn` from the frames' generators: what a CUDA graph
     replays) is the run that draws from the generators as it goes, to the bit; a wrong count is refused."""
-    from thinfilm.sampling import predrawn
+    from thinfilm.diffusion import SamplerSettings
+    from thinfilm.sampling import noise_draws, predrawn
 
     d = GaussianDiffusion("linear", 1000, "v")
     den, shape = optimal_denoiser(d), (3, 1, 4, 4)
     gens = lambda: [torch.Generator().manual_seed(7 + i) for i in range(3)]  # noqa: E731
     x_init = torch.randn(shape, generator=torch.Generator().manual_seed(1)) if strength < 1 else None
     run = dict(sampler=sampler, steps=steps, eta=eta, x_init=x_init, strength=strength, spacing="karras", clip=True)
-    n = d.draws(sampler, steps, eta, "karras", strength)
-    assert n == 1 + (eta > 0 or sampler == "ddpm") * (len(d.plan(sampler, steps, "karras", strength)) - 1)
+    settings = SamplerSettings(sampler, steps, eta, "karras", True)
+    n = noise_draws(d, settings, strength)
+    assert n == 1 + (eta > 0 or sampler == "ddpm") * (len(d.visits(settings, strength)) - 1)
     eager = d.sample(den, shape, generator=gens(), **run)
     ahead = d.sample(den, shape, noise=predrawn(shape, gens(), n), **run)
     assert torch.equal(eager, ahead)
-    with pytest.raises(ValueError, match="draws given"):
-        d.sample(den, shape, noise=predrawn(shape, gens(), n + 1), **run)
+    for wrong in [n + 1] + [n - 1] * (n > 1):
+        with pytest.raises(ValueError, match="draws given"):
+            d.sample(den, shape, noise=predrawn(shape, gens(), wrong), **run)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
-def test_min_snr_is_min_snr_times_x0_error(prediction):
-    """Whatever the target, the min-SNR loss is min(SNR, gamma) (raised to `floor`) x the squared error of the
-    implied x0."""
+def test_loss_is_the_weighted_error_of_each_target(prediction):
+    """The plain loss is the squared error to the published target (eps; x0; v = sqrt(a) eps - sqrt(1 - a) x0,
+    Salimans & Ho sec. 4, computed here from alphas_cumprod); whatever the target, min-SNR is min(SNR,
+    gamma) (raised to `floor`) x the squared error of the implied x0 (Hang et al. eq. 10), the x0 recovered here
+    from x_t by the published formulas, not by the code's conversions."""
     g = torch.Generator().manual_seed(0)
-    x0, eps, pred = (torch.randn(4, 1, 2, 2, generator=g) for _ in range(3))
+    x0, eps, pred = (torch.randn(4, 1, 2, 2, generator=g, dtype=torch.float64) for _ in range(3))
     t = torch.tensor([0, 200, 500, 999])
+    a = GaussianDiffusion("linear").alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    target = {"eps": eps, "x0": x0, "v": a.sqrt() * eps - (1 - a).sqrt() * x0}[prediction]
+    x0_hat = {"eps": (x_t - (1 - a).sqrt() * pred) / a.sqrt(), "x0": pred,
+              "v": a.sqrt() * x_t - (1 - a).sqrt() * pred}[prediction]
+    mse = lambda u: u.pow(2).flatten(1).mean(1).float()  # noqa: E731
+    snr = (a / (1 - a)).flatten()
     plain = GaussianDiffusion("linear", 1000, prediction)
-    x0_hat = plain.split(pred, plain.q_sample(x0, t, eps), t).x0
-    expected = plain.snr(t).clamp(max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
-    d = GaussianDiffusion("linear", 1000, prediction, "min_snr", min_snr_gamma=5.0)
-    assert torch.allclose(d.loss(pred, x0, eps, t), expected, rtol=1e-3)                # float32 x_t
-    floored = plain.snr(t).clamp(min=0.3, max=5.0).float() * (x0_hat - x0).pow(2).flatten(1).mean(1)
-    assert floored[3] > expected[3] * 10                                  # t = 999: SNR ~ 4e-5 -> 0.3
-    d = GaussianDiffusion("linear", 1000, prediction, "min_snr", min_snr_gamma=5.0, min_snr_floor=0.3)
+    assert torch.allclose(plain.loss(pred, x0, eps, t), mse(pred - target), rtol=1e-4)
+    d = GaussianDiffusion("linear", 1000, prediction, loss_weighting="min_snr", min_snr_gamma=5.0)
+    assert torch.allclose(d.loss(pred, x0, eps, t), snr.clamp(max=5.0).float() * mse(x0_hat - x0), rtol=1e-3)
+    d = GaussianDiffusion("linear", 1000, prediction, loss_weighting="min_snr", min_snr_gamma=5.0, min_snr_floor=0.3)
+    floored = snr.clamp(min=0.3, max=5.0).float() * mse(x0_hat - x0)
     assert torch.allclose(d.loss(pred, x0, eps, t), floored, rtol=1e-3)
-    assert torch.allclose(plain.loss(pred, x0, eps, t), (pred - plain.target(x0, eps, t)).pow(2).flatten(1).mean(1))
+    assert floored[3] > snr[3] * mse(x0_hat - x0)[3] * 1000                   # t = 999: SNR ~ 4e-5 -> 0.3
 
 
-# Measured (seed 0, g = 0.03): the draw's std / g. The exact process ends with the posterior mean at
-# the last step's t: 0.95 at t = 0 (DDPM, Karras spacing), 0.49 at t = 19 (trailing spacing ends
-# there); the discretisation loses a little more at this fine scale (DDIM-200 eta 1 Karras: 0.87), and
-# more with few steps (DPM-Solver++(2M) at 15 Karras steps: 0.74; its SDE form 0.61).
-GRAIN_STD = {("ddpm", None, 0.0, "trailing"): 0.880, ("ddim", 50, 1.0, "karras"): 0.806,
-             ("ddim", 50, 0.0, "karras"): 0.879, ("ddim", 50, 1.0, "trailing"): 0.453,
-             ("dpmpp2m", 15, 0.0, "karras"): 0.742, ("dpmpp2m", 15, 1.0, "karras"): 0.611}
+GRAIN_CASES = [("ddpm", None, 0.0, "trailing"), ("ddim", 50, 1.0, "karras"), ("ddim", 50, 0.0, "karras"),
+               ("ddim", 50, 1.0, "trailing"), ("dpmpp2m", 15, 0.0, "karras"), ("dpmpp2m", 15, 1.0, "karras"),
+               ("heun", 20, 0.0, "karras")]
 
 
-@pytest.mark.parametrize("sampler,steps,eta,spacing", list(GRAIN_STD))
+def test_white_grain_reference_is_right_where_it_is_known():
+    """The float64 reference itself, on what is known without it: a DDIM run of one step from t = T - 1 returns
+    x0_hat = w x_T (std w(T - 1)); DDIM at eta 1 over every timestep is DDPM; and the discretisation error of
+    DDPM and of DDIM's ODE (eta 0) over every step at least halves when T grows from 1000 to 4000 (the same
+    beta range), the std tending to the data's (measured: 0.877 -> 0.952 and 0.920 -> 0.974 of g)."""
+    d, g = GaussianDiffusion("linear", 1000, "x0"), 0.03
+    a = float(d.alphas_cumprod[999])
+    one_step = math.sqrt(a) * g * g / (a * g * g + 1 - a)
+    assert white_grain_std(d, "ddim", 1, 0.0, "trailing", g) == pytest.approx(one_step)
+    assert white_grain_std(d, "ddim", None, 1.0, "trailing", g) == pytest.approx(
+        white_grain_std(d, "ddpm", None, 0.0, "trailing", g), rel=1e-9)
+    fine = GaussianDiffusion("linear", 4000, "x0")
+    for sampler in ("ddpm", "ddim"):
+        coarse_err = 1 - white_grain_std(d, sampler, None, 0.0, "trailing", g) / g
+        fine_err = 1 - white_grain_std(fine, sampler, None, 0.0, "trailing", g) / g
+        assert 0 < fine_err < coarse_err / 2, (sampler, coarse_err, fine_err)
+
+
+@pytest.mark.parametrize("sampler,steps,eta,spacing", GRAIN_CASES)
 def test_grain_skip_is_the_exact_denoiser_of_white_grain(sampler, steps, eta, spacing):
     """For white N(0, g^2) data the posterior mean is w(t) x_t: the grain skip with a network that outputs
-    zero *is* the exact x0 denoiser, so it samples exactly what x0 prediction with that denoiser does,
-    and draws grain of the data's std where the sampler ends at t = 0 (not where it ends at t = 19)."""
+    zero *is* the exact x0 denoiser, so it samples exactly what x0 prediction with that denoiser does, and
+    draws the std the float64 reference derives (`white_grain_std`: 0.95 g where the run ends at t = 0 by
+    DDPM; about half of it with 50 trailing steps at eta 1, whose last step jumps from t = 20 to 0 and
+    smooths), within sampling error (16 000 draws: 1 % of the std; 3 % allowed)."""
     g = 0.03
-    skip = GaussianDiffusion("linear", 1000, "x0", grain=g)
+    skip = GaussianDiffusion("linear", 1000, "x0", skip_grain=g)
     exact = GaussianDiffusion("linear", 1000, "x0")
     one = [torch.tensor([v], dtype=torch.float64) for v in (1.0, 0.0, g)]
     kw = dict(shape=SHAPE, sampler=sampler, steps=steps, eta=eta, spacing=spacing)
     x = skip.sample(lambda x_t, t: torch.zeros_like(x_t), generator=torch.Generator().manual_seed(0), **kw)
     y = exact.sample(optimal_denoiser(exact, *one), generator=torch.Generator().manual_seed(0), **kw)
     assert torch.allclose(x, y, atol=1e-5)
-    assert x.std().item() / g == pytest.approx(GRAIN_STD[(sampler, steps, eta, spacing)], abs=0.01)
+    expected = white_grain_std(exact, sampler, steps, eta, spacing, g)
+    assert x.std().item() == pytest.approx(expected, rel=0.03), (x.std().item() / g, expected / g)
     assert abs(x.mean().item()) < 0.002
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
-@pytest.mark.parametrize("sampler,steps,eta,spacing", [("ddpm", None, 0.0, "trailing"), ("ddim", 50, 1.0, "karras"),
-                                                       ("dpmpp2m", 15, 0.0, "karras"), ("dpmpp2m", 15, 1.0, "karras")])
+@pytest.mark.parametrize("sampler,steps,eta,spacing", [GRAIN_CASES[i] for i in (0, 1, 4, 5, 6)])
 def test_keeping_grain_makes_a_film_denoiser_exact(prediction, sampler, steps, eta, spacing):
     """Data = a film m plus white N(0, g^2) grain. A denoiser that returns the film alone (a network that
     has not learnt the grain), with the grain kept, IS the exact denoiser of that data: it samples exactly
     what the closed-form optimum does, whatever the prediction target, and draws the grain."""
     film, g = 0.4, 0.03
     d = GaussianDiffusion("linear", 1000, prediction)
-    smooth = d.keeping_grain(lambda x_t, t: d.join(torch.full_like(x_t, film), x_t, t), g)
+    smooth = d.keeping_grain(lambda x_t, t: d.from_x0(torch.full_like(x_t, film), x_t, t), g)
     exact = optimal_denoiser(d, *(torch.tensor([v], dtype=torch.float64) for v in (1.0, film, g)))
     kw = dict(shape=SHAPE, sampler=sampler, steps=steps, eta=eta, spacing=spacing)
     x = d.sample(smooth, generator=torch.Generator().manual_seed(0), **kw)
     y = d.sample(exact, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.allclose(x, y, atol=2e-5)
-    assert x.std().item() / g == pytest.approx(GRAIN_STD[(sampler, steps, eta, spacing)], abs=0.015)
+    assert x.std().item() == pytest.approx(white_grain_std(d, sampler, steps, eta, spacing, g), rel=0.03)
     assert abs(x.mean().item() - film) < 0.002
-    unkept = d.sample(d.keeping_grain(lambda x_t, t: d.join(torch.full_like(x_t, film), x_t, t), 0.0),
+    unkept = d.sample(d.keeping_grain(lambda x_t, t: d.from_x0(torch.full_like(x_t, film), x_t, t), 0.0),
                       generator=torch.Generator().manual_seed(0), **kw)
     assert unkept.std().item() < 0.1 * g                               # grain 0: the film alone, no grain
 
@@ -302,17 +361,17 @@ def test_grain_skip_loss_is_the_x0_loss():
     g = torch.Generator().manual_seed(0)
     x0, eps, pred = (torch.randn(4, 1, 2, 2, generator=g) for _ in range(3))
     t = torch.tensor([0, 20, 500, 999])
-    d = GaussianDiffusion("linear", 1000, "x0", "min_snr", min_snr_floor=0.3, grain=0.05)
-    x0_hat = d.split(pred, d.q_sample(x0, t, eps), t).x0
+    d = GaussianDiffusion("linear", 1000, "x0", loss_weighting="min_snr", min_snr_floor=0.3, skip_grain=0.05)
+    x0_hat = d.to_x0_eps(pred, d.q_sample(x0, t, eps), t).x0
     weight = d.snr(t).clamp(min=0.3, max=5.0).float()
     assert torch.allclose(d.loss(pred, x0, eps, t), weight * (x0_hat - x0).pow(2).flatten(1).mean(1), rtol=1e-4)
-    w = d.passed(t, x0).flatten()
+    w = d.grain_gain(t, x0).flatten()
     assert w[0] > 0.9 and w[3] < 1e-4                     # grain 0.05: x_t kept at t = 0, plain x0 at t = 999
 
 
 def test_from_config_fixes_the_loss_weighting():
     from thinfilm.config import load_config
-    d = GaussianDiffusion.from_config(load_config("experiments/default.toml"))
+    d = GaussianDiffusion.from_config(load_config(DEFAULT))
     assert (d.prediction, d.loss_weighting, d.min_snr_gamma, d.min_snr_floor) == ("x0", "min_snr", 5.0, 0.3)
 
 
@@ -360,7 +419,8 @@ def test_ddim_inversion_is_the_inverse_of_sampling(prediction, spacing):
     come back, the error falling with the steps to float32 rounding where each step is solved as a fixed
     point (`refine`); the plain explicit inversion is far worse near the sharp modes. The inverted noise is
     about standard normal, as a start should be. Measured (linear schedule, largest error of 2000 values):
-    refined 0.55 / 0.044-0.066 / 0.0002-0.001 at 20 / 100 / 500 steps; explicit 0.39-0.43 at 500."""
+    refined 0.55 / 0.044-0.066 / 0.0002-0.001 at 20 / 100 / 500 steps; explicit 0.39-0.43 at 500 (the test
+    asks only that refining gains a factor 10 over it)."""
     d = GaussianDiffusion("linear", 1000, prediction)
     den = optimal_denoiser(d)
     x0 = d.sample(den, (500, 1, 2, 2), "ddim", steps=200, generator=torch.Generator().manual_seed(5))
@@ -370,5 +430,5 @@ def test_ddim_inversion_is_the_inverse_of_sampling(prediction, spacing):
         back = d.sample(den, x0.shape, "ddim", steps=steps, spacing=spacing, noise=noise[None])
         errors[steps, refine] = (back - x0).abs().max().item()
     assert errors[100, 2] < errors[20, 2] / 5 and errors[500, 2] < errors[100, 2] / 20
-    assert errors[500, 2] < 2e-3 < 0.1 < errors[500, 0]
+    assert errors[500, 2] < 2e-3 and errors[500, 2] < errors[500, 0] / 10      # what `refine` buys
     assert abs(noise.mean().item()) < 0.1 and abs(noise.std().item() - 1) < 0.1

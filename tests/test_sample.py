@@ -1,5 +1,6 @@
 """The sample CLI: raw conditions in, reproducible frames and an honest manifest out."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from PIL import Image
 
 from thinfilm import checkpoint, cli, sample
 
-from conftest import COLS, REPO
+from conftest import COLS, python_path
 
 
 @pytest.fixture
@@ -83,14 +84,19 @@ def test_from_frame_draws_the_frames_specimen(ckpt, synth_dir, tmp_path, capsys)
     drawn = frames(tmp_path / "cf")
     assert np.array_equal(drawn[0], drawn[2])
     assert np.array_equal(drawn[0], np.asarray(Image.open(tmp_path / "cf" / "round_trip.png")))
-    assert "of the pixels within 1 level" in capsys.readouterr().out
+    said = re.search(r"drawn back, (\d+)% of the pixels within 1 level \(mean error ([\d.]+) levels",
+                     capsys.readouterr().out)
+    error = np.abs(np.asarray(Image.open(tmp_path / "cf" / "from_frame.png"), np.int16) - drawn[0])
+    assert said and f"{np.mean(error <= 1):.0%}" == f"{said[1]}%" and f"{error.mean():.2f}" == said[2]
     film = Image.open(tmp_path / "cf" / "film.gif")
     assert film.n_frames == 3 and film.size[0] > film.size[1]        # the frame and its measurements beside it
 
 
 def test_keep_grain_puts_back_the_measured_grain(ckpt, synth_dir, tmp_path, capsys):
+    from thinfilm.data import load_splits
     from thinfilm.metrics import grain_level
-    assert checkpoint.load_model(ckpt).config.diffusion.grain > 0.5              # measured when training started
+    cfg = checkpoint.load_model(ckpt).config                       # the grain measured when training started
+    assert cfg.diffusion.grain == round(grain_level(load_splits(cfg.data, progress=False)[0].frames), 3) > 0
     for keep in ("--keep-grain", "--no-keep-grain"):
         run("--ckpt", ckpt, "--conditions", synth_dir / "test.csv", "--out", tmp_path / keep, "--spacing", "karras",
             "--eta", 1, "--steps", 20, keep)
@@ -160,13 +166,17 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
         (["--ckpt", junk, "--values", "x1=1"], "not a readable thinfilm checkpoint"),
         (["--ckpt", other, "--values", "x1=1"], "checkpoint format 'something-else/9'"),
         (["--ckpt", tmp_path / "none.pt", "--values", "x1=1"], "checkpoint not found"),
-        (["--ckpt", ckpt, "--values", "x1=1", "--steps", "0"], "--steps 0: must be at least 1"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--steps", "0"], "sample.steps = 0: give 1 or more"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--set", "train.steps=3"], "--set train.steps=3: give sample.KEY"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--set", "sample.stepz=3"], "unknown key sample.stepz"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--sampler", "heun", "--eta", "1"], "\"heun\" is deterministic"),
         (["--ckpt", ckpt, "--values", "x1=1", "--device", "gpu7"], "--device 'gpu7'"),
         (["--ckpt", ckpt, "--values", "x1=1", "--device", "cpu", "--cuda-graph"], "--cuda-graph: needs a CUDA"),
         (["--ckpt", ckpt, "--values", "x1=1", "--guidance", "2", "--guidance-fields", "x5,x9"],
-         "--guidance-fields: x9 not in data.columns"),
+         "sample.guidance_fields: x9 not in data.columns"),
         (["--ckpt", ckpt, "--values", "x1=1", "--guidance-interval", "700"], "give LO:HI timesteps"),
-        (["--ckpt", ckpt, "--values", "x1=1", "--guidance-interval", "700:100"], "--guidance-interval = [700, 100]"),
+        (["--ckpt", ckpt, "--values", "x1=1", "--guidance-interval", "700:100"],
+         "sample.guidance_interval = [700, 100]"),
         (["--ckpt", ckpt, "--values", "x1=1", "--from-frame", frame], "needs --measured"),
         (["--ckpt", ckpt, "--values", "x1=1", "--measured", "x1=1"], "needs --measured"),
         (["--ckpt", ckpt, "--from-frame", frame, "--measured", measured], "give the new measurements"),
@@ -188,5 +198,5 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
     # and as a real process: exit status 2, one line, no traceback
     proc = subprocess.run([sys.executable, "-m", "thinfilm.sample", "--ckpt", str(junk), "--values", "x1=1",
                            "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": python_path()})
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ import torch
 
 from thinfilm import UserError, checkpoint, sample, train
 from thinfilm.data import load_splits
+from thinfilm.metrics import grain_level
 
-from conftest import REPO, set_args, tiny_config, tiny_overrides
+from conftest import DEFAULT, REPO, python_path, set_args, tiny_config, tiny_overrides
 
 
 def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
@@ -26,8 +28,10 @@ def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
     assert state["normalizer"]["kind"] == "zscore" and len(state["normalizer"]["shift"]) == 8
     loaded = checkpoint.load_model(run)
     assert loaded.step == 3 and loaded.config.data.resolution == 16
-    d = loaded.config.diffusion                                   # the frames' grain, measured once
-    assert 0.5 < d.grain < 20 and f"grain = {d.grain}" in (run / "config.toml").read_text()
+    d = loaded.config.diffusion              # the training split's grain, measured once, stored with the run
+    train_frames = load_splits(loaded.config.data)[0].frames
+    assert d.grain == round(grain_level(train_frames), 3) > 0
+    assert f"grain = {d.grain}" in (run / "config.toml").read_text()
     with pytest.raises(checkpoint.CheckpointError, match="already exists"):
         run_train(tmp_path, "train.steps=3", "train.run_name=r")
 
@@ -39,7 +43,7 @@ def test_grain_skip_run_samples_without_keeping_grain(run_train, tmp_path):
     run = tmp_path / "runs" / "skip"
     d = checkpoint.load_model(run).config.diffusion
     assert d.skip == "grain" and d.grain > 0.5 and (run / "samples" / "step_0000002.png").is_file()
-    with pytest.raises(UserError, match="--keep-grain = true puts the grain back when sampling, and diffusion.skip"):
+    with pytest.raises(UserError, match="sample.keep_grain = true puts the grain back when sampling"):
         sample.main(["--ckpt", str(run), "--values", "x1=1", "--out", str(tmp_path / "o"), "--keep-grain", "--quiet"])
 
 
@@ -168,10 +172,10 @@ def test_sync_free_step_matches_the_synced_one(synth_dir, tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_saves_and_resumes(synth_dir, tmp_path):
-    args = [sys.executable, "-m", "thinfilm.train", "--config", "experiments/default.toml", "--quiet",
+    args = [sys.executable, "-m", "thinfilm.train", "--config", DEFAULT, "--quiet",
             *set_args(tiny_overrides(synth_dir, tmp_path, "train.steps=100000", "train.run_name=sig"))]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": python_path()})
     run = tmp_path / "runs" / "sig"
     deadline = time.time() + 120
     while not list((run / "tb").glob("events*")) and time.time() < deadline:
@@ -207,15 +211,27 @@ def test_ddp_two_processes_match_one(synth_dir, tmp_path):
     def launch(prefix, name, batch):
         # v: under x0 a few biases still sit at ~1e-5 after 3 steps, where Adam's sign-sized first
         # updates turn the all-reduce's summation-order rounding into 2e-5 weight differences
-        args = prefix + ["-m", "thinfilm.train", "--config", "experiments/default.toml", "--quiet",
+        args = prefix + ["-m", "thinfilm.train", "--config", DEFAULT, "--quiet",
                          *set_args(tiny_overrides(synth_dir, tmp_path, "train.steps=3", f"train.run_name={name}",
                                                   f"train.batch_size={batch}", "train.device=cpu",
                                                   'diffusion.prediction="v"'))]
         proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "PYTHONPATH": python_path(), "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stderr[-3000:]
         return checkpoint.load(tmp_path / "runs" / name)
     two = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], "ddp", 2)
     one = launch([sys.executable], "single", 4)
     for name, value in one["model"].items():
         assert torch.allclose(value, two["model"][name], atol=1e-5), name
+    # the gradient itself, before Adam (which ignores its scale: summed instead of averaged gradients would
+    # give the same weights): each step's gradient norm, as logged, is the single process's
+    norms = [grad_norms(tmp_path / "runs" / name / "tb") for name in ("single", "ddp")]
+    assert len(norms[0]) == 3 and np.allclose(norms[0], norms[1], rtol=1e-4), norms
+
+
+def grad_norms(tb: Path) -> list[float]:
+    """train/grad_norm at each logged step of a run's tensorboard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tb))
+    events.Reload()
+    return [e.value for e in events.Scalars("train/grad_norm")]

@@ -4,17 +4,17 @@ import math
 import pytest
 import torch
 
+from thinfilm.config import ModelConfig
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.sampling import guided
 from thinfilm.unet import Attention, GroupNorm, UNet
 
 
-def small(**kw) -> UNet:
-    args = dict(n_conditions=3, resolution=16, channels=(8, 16), layers_per_block=1, attention_levels=(1,),
-                head_channels=8)
-    args.update(kw)
+def small(n_conditions: int = 3, **model) -> UNet:
+    spec = dict(channels=[8, 16], layers_per_block=1, attention_levels=[1], head_channels=8)
+    spec.update(model)
     torch.manual_seed(0)
-    net = UNet(**args)
+    net = UNet(n_conditions, 16, ModelConfig(**spec))
     for p in net.parameters():                 # leave the zero-initialised branches non-zero for these tests
         if p.dim() > 0 and p.abs().sum() == 0:
             torch.nn.init.normal_(p, std=0.05)
@@ -115,10 +115,10 @@ def test_attention_equals_naive_reference():
 
 
 def test_bad_resolution_is_a_clear_error():
-    with pytest.raises(ValueError, match="data.resolution 100 is not divisible by 32"):
-        UNet(8, 100, (8, 8, 8, 8, 8, 8))
+    with pytest.raises(ValueError, match="data.resolution = 100 is not divisible by 32"):
+        UNet(8, 100, ModelConfig(channels=[8] * 6))
     with pytest.raises(ValueError, match="attention_levels"):
-        UNet(8, 64, (8, 8), attention_levels=(5,))
+        UNet(8, 64, ModelConfig(channels=[8, 8], attention_levels=[5]))
 
 
 def test_guidance_wrapper():
@@ -136,7 +136,8 @@ def test_network_and_loss_learn_a_few_conditioned_frames():
     for i in range(4):
         frames[i, :, :, 2 + 3 * i:5 + 3 * i] = 1.0
     cond = torch.linspace(-1.5, 1.5, 4)[:, None]
-    net = UNet(1, 16, (16, 32), 1, (), mid_attention=False, head_channels=16)
+    net = UNet(1, 16, ModelConfig(channels=[16, 32], layers_per_block=1, attention_levels=[], mid_attention=False,
+                                  head_channels=16))
     d = GaussianDiffusion("cosine", 1000, "v")
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
@@ -174,7 +175,8 @@ def test_fourier_condition_features():
     sines = features[6:18].reshape(3, 4)
     assert torch.all(sines[1] == 0) and torch.allclose(sines[0], torch.sin(0.5 * emb.freqs))
     assert ConditionEmbedding(3, 16).mlp[0].in_features == 6
-    assert "cond_embed.freqs" not in UNet(3, 16, (8, 16), 1, (), cond_fourier=4).state_dict()
+    spec = ModelConfig(channels=[8, 16], layers_per_block=1, attention_levels=[], cond_fourier=4)
+    assert "cond_embed.freqs" not in UNet(3, 16, spec).state_dict()
 
 
 def test_checkpoint_without_a_new_option_loads_and_a_mismatch_is_one_line(tiny_ckpt, tmp_path):

@@ -31,7 +31,7 @@ from thinfilm.config import Config, add_config_args, load_config, validate
 from thinfilm.data import Normalizer, Split, Table
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.runtime import pick_device, precision_name, require_cuda
-from thinfilm.sampling import Plan, generate
+from thinfilm.sampling import Execution, Plan, generate
 
 # dense (no sparsity) peak TFLOP/s by (device name fragment, precision), from the vendors' datasheets
 PEAKS = {("H100", "bf16"): 989.0, ("H100", "fp32"): 67.0, ("H200", "bf16"): 989.0, ("H200", "fp32"): 67.0,
@@ -119,8 +119,8 @@ def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = F
         conds = torch.zeros(b, c)
 
         def draw() -> None:
-            generate(trainer.ema.model, diffusion, conds, list(range(b)), plan._replace(batch_size=b), device=device,
-                     amp=amp, graphs=graphs)
+            generate(trainer.ema.model, diffusion, conds, list(range(b)), plan._replace(batch_size=b),
+                     Execution(device, amp, graphs=graphs))
         out[f"sample_{plan.sampler}{plan.steps}_batch{b}_s"] = timed(draw, device, max(1, repeats // 2), warmup=1)
     out["peak_memory_gib"] = peak_memory_gib(device)
     return out

@@ -112,6 +112,35 @@ def load(path: str | Path, kind: str = FORMAT) -> dict[str, Any]:
     return state
 
 
+def find_run(spec: str, out_dir: str | Path, flag: str) -> Path:
+    """RUN_DIR | CKPT | latest -> a diffusion checkpoint file: a run folder's last.pt, or the newest last.pt
+    under `out_dir`; `flag` names the option in the error."""
+    if spec == "latest":
+        runs = sorted(Path(out_dir).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise CheckpointError(f"{flag} latest: no diffusion run with checkpoints/last.pt under {out_dir}: train "
+                                  "one first (bash run.sh train)")
+        return runs[-1]
+    path = Path(spec) / "checkpoints" / "last.pt" if Path(spec).is_dir() else Path(spec)
+    if not path.is_file():
+        raise CheckpointError(f"{flag} {spec}: no checkpoint there (give a run folder, a .pt file or 'latest')")
+    return path
+
+
+def find_regressor(out_dir: str | Path, cfg: Config) -> Path | None:
+    """The newest regressor under `out_dir` trained on the data `cfg` describes (the same training CSV,
+    resolution and columns), or None."""
+    for best in sorted(Path(out_dir).glob("*/checkpoints/best.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            other = config_of(load(best, REGRESSOR)).data
+        except UserError:
+            continue
+        if (other.train_csv, other.resolution, other.columns) == (cfg.data.train_csv, cfg.data.resolution,
+                                                                  cfg.data.columns):
+            return best
+    return None
+
+
 class Loaded(NamedTuple):
     """A network ready for sampling, with what it was trained with."""
     net: UNet

@@ -121,7 +121,8 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     """Defaults for drawing frames (training previews and `thinfilm.sample`)."""
-    sampler: Literal["ddim", "ddpm", "dpmpp2m"] = "ddim"   # dpmpp2m: DPM-Solver++(2M); eta > 0: its SDE form
+    sampler: Literal["ddim", "ddpm", "dpmpp2m", "heun"] = "ddim"   # dpmpp2m: DPM-Solver++(2M), eta > 0 its SDE
+                                         # form; heun: EDM's deterministic sampler (diffusion.SAMPLERS)
     steps: int = 50
     spacing: Literal["trailing", "karras"] = "trailing"   # how the steps are spread over t (diffusion.steps_for)
     eta: float = 0.0
@@ -201,7 +202,17 @@ def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None
     setattr(node, key, _check_type(f"{section}.{key}", value, hints[key]))
 
 
-def _parse_override(text: str) -> tuple[str, str, Any]:
+def set_value(cfg: Config, key: str, value: Any, origin: str) -> None:
+    """Set `section.key` of `cfg` to `value`, type-checked as a TOML value would be; `origin` names where the
+    value came from in the error (a flag, a file)."""
+    section, dot, name = key.partition(".")
+    if not dot or not name:
+        raise ConfigError(f"{origin}: expected section.key, got {key!r}")
+    _apply(cfg, section, name, value, origin)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'section.key=value' -> (section, key, value parsed as TOML, else the bare string)."""
     dotted, sep, raw = text.partition("=")
     section, dot, key = dotted.strip().partition(".")
     if not sep or not dot or not key:
@@ -248,7 +259,7 @@ def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -
 def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
     """Apply `section.key=value` strings to `cfg` in place (and return it)."""
     for text in overrides:
-        section, key, value = _parse_override(text)
+        section, key, value = parse_override(text)
         _apply(cfg, section, key, value, f"--set {text}")
     return cfg
 
@@ -261,16 +272,9 @@ def validate(cfg: Config) -> Config:
     for ok, message in _rules(cfg):
         if not ok:
             raise ConfigError(message)
-    factor = m.patch_size * 2 ** (len(m.channels) - 1)
-    if d.resolution % factor:
-        lower, upper = d.resolution // factor * factor, (d.resolution // factor + 1) * factor
-        raise ConfigError(f"data.resolution = {d.resolution} is not divisible by {factor} (model.patch_size "
-                          f"{m.patch_size} x 2^{len(m.channels) - 1} for {len(m.channels)} levels in "
-                          f"model.channels): pick a multiple of {factor}, e.g. {upper if lower == 0 else lower}")
-    bad = [a for a in m.attention_levels if not 0 <= a < len(m.channels)]
-    if bad:
-        raise ConfigError(f"model.attention_levels = {bad}: levels are 0..{len(m.channels) - 1} "
-                          f"(one per entry of model.channels)")
+    problem = model_problem(d.resolution, m)
+    if problem:
+        raise ConfigError(problem)
     for key, names in (("train.zoom_columns", t.zoom_columns), ("data.invisible", d.invisible),
                        ("sample.guidance_fields", cfg.sample.guidance_fields),
                        ("train.fracture_load", [t.fracture_load] if t.fracture_repeat > 1 else [])):
@@ -292,10 +296,30 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def model_problem(resolution: int, m: ModelConfig) -> str | None:
+    """What makes a frame of `resolution` unfit for the network `m` describes (None: nothing); the one
+    place this rule lives (`validate` and `unet.UNet` both ask it)."""
+    factor = m.patch_size * 2 ** (len(m.channels) - 1)
+    if resolution % factor:
+        lower, upper = resolution // factor * factor, (resolution // factor + 1) * factor
+        return (f"data.resolution = {resolution} is not divisible by {factor} (model.patch_size {m.patch_size} x "
+                f"2^{len(m.channels) - 1} for {len(m.channels)} levels in model.channels): pick a multiple of "
+                f"{factor}, e.g. {upper if lower == 0 else lower}")
+    bad = [a for a in m.attention_levels if not 0 <= a < len(m.channels)]
+    if bad:
+        return (f"model.attention_levels = {bad}: levels are 0..{len(m.channels) - 1} (one per entry of "
+                f"model.channels)")
+    return None
+
+
 def _rules(cfg: Config) -> list[tuple[bool, str]]:
     """(holds, message) for every single-value range the types do not catch."""
-    d, m, f, t, s, g = cfg.data, cfg.model, cfg.diffusion, cfg.train, cfg.sample, cfg.regression
-    prob = lambda v: 0 <= v <= 1  # noqa: E731
+    return _data_rules(cfg) + _run_rules(cfg)
+
+
+def _data_rules(cfg: Config) -> list[tuple[bool, str]]:
+    """The [data], [model] and [diffusion] ranges."""
+    d, m, f = cfg.data, cfg.model, cfg.diffusion
     return [
         (d.resolution >= 8, f"data.resolution = {d.resolution}: give the square's side in pixels, e.g. 64 or 256"),
         (len(d.roi) == 4 and min(d.roi[:2], default=-1) >= 0 and min(d.roi[2:], default=0) >= 1,
@@ -325,6 +349,14 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
         (0 <= f.min_snr_floor <= f.min_snr_gamma, f"diffusion.min_snr_floor = {f.min_snr_floor}: give a weight "
          f"in [0, min_snr_gamma = {f.min_snr_gamma:g}], e.g. 0.3"),
         (f.grain >= 0, f"diffusion.grain = {f.grain}: give 8-bit levels, or 0 to measure them on the training frames"),
+    ]
+
+
+def _run_rules(cfg: Config) -> list[tuple[bool, str]]:
+    """The [train], [sample] and [regression] ranges."""
+    f, t, s, g = cfg.diffusion, cfg.train, cfg.sample, cfg.regression
+    prob = lambda v: 0 <= v <= 1  # noqa: E731
+    return [
         (t.steps >= 1, f"train.steps = {t.steps}: give 1 or more"),
         (t.batch_size >= 1 and t.grad_accum >= 1,
          f"train.batch_size = {t.batch_size}, train.grad_accum = {t.grad_accum}: give 1 or more each"),
@@ -349,6 +381,8 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
          "scaler decides on the host; use bf16 (or sync_free = false)"),
         (s.steps >= 1, f"sample.steps = {s.steps}: give 1 or more, e.g. 50"),
         (s.eta >= 0, f"sample.eta = {s.eta}: give 0 (deterministic DDIM) or more"),
+        (s.sampler != "heun" or s.eta == 0, f"sample.sampler = \"heun\" is deterministic (Karras et al. 2022, "
+         f"Algorithm 1), but sample.eta = {s.eta}: set it to 0"),
         (s.guidance >= 0, f"sample.guidance = {s.guidance}: give 1 (off) or more"),
         (s.batch_size >= 1, f"sample.batch_size = {s.batch_size}: give 1 or more"),
         (not s.guidance_interval or (len(s.guidance_interval) == 2

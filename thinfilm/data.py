@@ -4,8 +4,8 @@ A split is a CSV in the researcher's format (`filepath` + condition columns). Fr
 `data.roi`, resized (box filter = area average, antialiased) to a `data.resolution` square and kept
 as uint8 in a memory-mapped cache, so no epoch after the first decodes a TIFF.
 
-`python -m thinfilm.data synth | split | inspect` (thinfilm.prepare) generates the built-in dataset,
-splits a CSV by series, and checks a dataset before a long training run.
+Its command line is thinfilm.prepare (`bash run.sh data synth | split | inspect`, or `python -m
+thinfilm.prepare`), which imports this module and nothing imports back.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from thinfilm import LEVELS, UserError, cli
+from thinfilm import LEVELS, UserError
 from thinfilm.config import DataConfig
 
 CACHE_VERSION = 1
@@ -53,7 +53,7 @@ def read_table(csv: str | Path, columns: Sequence[str], need_paths: bool = True)
     csv = Path(csv)
     if not csv.is_file():
         raise DataError(f"{csv}: CSV not found (set data.train_csv / data.test_csv, or run "
-                        f"`python -m thinfilm.data synth` for the built-in data)")
+                        f"`bash run.sh data synth` for the built-in data)")
     try:
         frame = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -350,8 +350,7 @@ def ensure_synthetic(cfg: DataConfig, progress: bool = True) -> None:
                         f"version): delete it to generate the built-in data there, or set data.synthetic=false")
     lit = f", film brightening {cfg.brightness:g} levels / MPa" if cfg.brightness else ""
     print(f"generating the built-in synthetic dataset under {out} ({cfg.texture} texture{lit}; once) ...")
-    synthesize(out, cfg.synthetic_series, cfg.synthetic_frames, cfg.synthetic_seed, progress,
-               Path(cfg.train_csv).name, Path(cfg.test_csv).name, texture=cfg.texture, brightness=cfg.brightness)
+    synthesize(out, cfg, progress)
 
 
 def synthetic_settings(series: int, frames: int, seed: int, texture: str, brightness: float = 0.0) -> dict[str, Any]:
@@ -433,22 +432,19 @@ def write_split(table: pd.DataFrame, out: Path, train_name: str, test_name: str,
     return written
 
 
-def synthesize(out: Path, n_series: int, n_frames: int, seed: int, progress: bool = True,
-               train_name: str = "train.csv", test_name: str = "test.csv", split: bool = True,
-               texture: str = "camera", brightness: float = 0.0) -> None:
-    """Generate the built-in dataset under `out` and write its train/test CSVs split by series
-    (split=False: every frame in all.csv, an evaluation set of specimens no run has seen)."""
+def synthesize(out: Path, world: DataConfig, progress: bool = True, split: bool = True) -> None:
+    """Generate the built-in dataset `world` describes (its synthetic_* keys, texture, brightness) under `out`
+    and write its train/test CSVs split by series, named as world's train_csv / test_csv (split=False: every
+    frame in all.csv, an evaluation set of specimens no run has seen)."""
     from thinfilm.synthetic import generate
 
-    table = generate(out, n_series, n_frames, seed, progress, texture, brightness)
-    settings = synthetic_settings(n_series, n_frames, seed, texture, brightness)
+    w = world
+    table = generate(out, w.synthetic_series, w.synthetic_frames, w.synthetic_seed, progress, w.texture, w.brightness)
+    settings = synthetic_settings(w.synthetic_series, w.synthetic_frames, w.synthetic_seed, w.texture, w.brightness)
+    train_name, test_name = Path(w.train_csv).name, Path(w.test_csv).name
     (out / "synthetic.json").write_text(json.dumps(settings) + "\n")
     if split:
         write_split(table, out, train_name, test_name)
     else:
         table.to_csv(out / "all.csv", index=False, float_format="%.9g")
 
-
-if __name__ == "__main__":          # `python -m thinfilm.data ...`: the command line lives in thinfilm.prepare
-    from thinfilm.prepare import main
-    cli(main)

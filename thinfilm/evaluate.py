@@ -37,11 +37,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from thinfilm import UserError, checkpoint, cli, regression
+from thinfilm import UserError, checkpoint, cli, regression, sample
 from thinfilm.config import add_config_args, load_config, validate
 from thinfilm.data import DataError, Images, Split, Table, after_fracture, read_images, read_table, series_of
 from thinfilm.metrics import Region, excess_interval, frechet, kid, mae, r2, ratio_interval, texture, texture_region
 from thinfilm.runtime import autocast_dtype, pick_device
+from thinfilm.sampling import Execution
 
 KID_SPLITS = 20
 
@@ -79,7 +80,7 @@ def match_rows(generated: np.ndarray, real: np.ndarray, scale: np.ndarray, sourc
     return best
 
 
-def kid_against_floor(gen: Judged, gen_cond: np.ndarray, real: Judged, seed: int = 0) -> dict[str, float]:
+def kid_against_floor(gen: Judged, matched: np.ndarray, real: Judged, seed: int = 0) -> dict[str, float]:
     """KID of generated against real frames, and its noise floor, at equal sample counts: the real frames
     are split KID_SPLITS times into halves A and B; floor = RMS of KID(A, B) (what two sets of real frames
     of this size score), kid = mean of KID(generated for A's conditions, B)."""
@@ -90,7 +91,7 @@ def kid_against_floor(gen: Judged, gen_cond: np.ndarray, real: Judged, seed: int
         perm = rng.permutation(m)
         a, b = perm[: m // 2], perm[m // 2:]
         floors.append(kid(real.features[a], real.features[b]))
-        tests.append(kid(gen.features[np.isin(gen_cond, a)], real.features[b]))
+        tests.append(kid(gen.features[np.isin(matched, a)], real.features[b]))
     return {"kid": float(np.mean(tests)), "kid_spread": float(np.std(tests)),
             "floor": float(np.sqrt(np.mean(np.square(floors)))), "kid_all": kid(gen.features, real.features),
             "splits": KID_SPLITS, "n_generated": len(gen.features), "n_real": m}
@@ -180,7 +181,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def simulator_check(gen: Judged, real: Judged, cond: np.ndarray, columns: list[str], groups: list[str],
+def simulator_check(gen: Judged, real: Judged, matched: np.ndarray, columns: list[str], groups: list[str],
                     brightness: float = 0.0, visible: list[str] | None = None) -> dict[str, Any]:
     """The built-in data only: the simulator's exact reading of the same frames beside the regressor's
     (`synthetic.exact_check`: per column the ratio and the excess in the column's units, x3-x6 from the
@@ -188,14 +189,14 @@ def simulator_check(gen: Judged, real: Judged, cond: np.ndarray, columns: list[s
     what the conditions predict), `agreement`: Pearson r between the regressor's and the exact reading of
     the generated frames, and `synthetic.fidelity` (r against the real frame). `groups` [M]: each real
     frame's specimen."""
-    from thinfilm.synthetic import exact_check, exact_reading, fidelity, measure
+    from thinfilm.synthetic import Measured, exact_check, exact_reading, fidelity, measure
 
     shown = measure(gen.images.frames)
-    exact = exact_check(shown, gen.asked, measure(real.images.frames), real.asked, cond, columns, groups,
-                        brightness, visible)
+    exact = exact_check(Measured(shown, gen.asked), Measured(measure(real.images.frames), real.asked), matched, columns,
+                        groups, brightness, visible)
     read = exact_reading(shown, gen.asked, columns, brightness)
     agreement = {c: float(np.corrcoef(gen.read[:, columns.index(c)], v)[0, 1]) for c, v in read.items()}
-    return {**fidelity(gen.images.frames, real.images.frames[cond]), **exact, "agreement": agreement}
+    return {**fidelity(gen.images.frames, real.images.frames[matched]), **exact, "agreement": agreement}
 
 
 UNITS = {"x1": "N", "x2": "MPa", "x3": "strain", "x4": "strain", "x5": "px", "x6": "px", "x7": "", "x8": "mm"}
@@ -262,20 +263,20 @@ def evaluate(regressor: str, generated: str, real_csv: str, root: str = "", swee
     used = np.unique(twin)                                # the real conditions that were generated
     real = Judged(Images([real.images.names[k] for k in used], real.images.frames[used], real.asked[used]),
                   real.asked[used], real.read[used], real.features[used])
-    cond = np.searchsorted(used, twin)
+    matched = np.searchsorted(used, twin)              # generated frame i was drawn for real frame matched[i]
     report: dict[str, Any] = {"columns": {}, "counts": {"generated": len(twin), "conditions": len(used)},
                               "inputs": {"regressor": str(regressor), "generated": str(generated),
                                          "real": str(real_csv)}}
     for j, c in enumerate(columns):
         gen_err, real_err = gen.read[:, j] - gen.asked[:, j], real.read[:, j] - real.asked[:, j]
-        ratio, excess = ratio_interval(gen_err, cond, real_err), excess_interval(gen_err, cond, real_err)
+        ratio, excess = ratio_interval(gen_err, matched, real_err), excess_interval(gen_err, matched, real_err)
         report["columns"][c] = {
             "visible": c not in d.invisible,
             "real": {"r2": r2(real.read[:, j], real.asked[:, j]), "mae": mae(real.read[:, j], real.asked[:, j])},
             "generated": {"r2": r2(gen.read[:, j], gen.asked[:, j]), "mae": mae(gen.read[:, j], gen.asked[:, j])},
             "ratio": ratio.value, "ratio_low": ratio.low, "ratio_high": ratio.high,
             "excess": excess.value, "excess_low": excess.low, "excess_high": excess.high, "units": UNITS.get(c, "")}
-    report["kid"] = kid_against_floor(gen, cond, real)
+    report["kid"] = kid_against_floor(gen, matched, real)
     report["frechet"] = {"value": frechet(gen.features, real.features), "dims": gen.features.shape[1],
                          "rank_deficient": min(len(gen.features), len(real.features)) <= gen.features.shape[1]}
     region = texture_region(real.images.frames, d.flat_region, d.roi)
@@ -288,7 +289,7 @@ def evaluate(regressor: str, generated: str, real_csv: str, root: str = "", swee
     if stamp.is_file():                                            # the built-in data: the simulator can measure
         brightness = float(json.loads(stamp.read_text()).get("brightness", 0.0))
         visible = [c for c in columns if c not in d.invisible]
-        report["simulator"] = simulator_check(gen, real, cond, columns, [series_of(p) for p in real.images.names],
+        report["simulator"] = simulator_check(gen, real, matched, columns, [series_of(p) for p in real.images.names],
                                               brightness, visible)
     if tstr_generated:
         report["tstr"] = tstr(loaded, tstr_generated, real, device, amp, quiet)
@@ -361,6 +362,14 @@ def markdown(report: dict[str, Any]) -> str:
               "sqrt(max(0, RMSE generated² - RMSE real²)): what a generated frame adds to the error a real frame is "
               "read with (0 = as precise as a real frame), 95 % bootstrap interval over conditions.", ""]
     lines += _precision_lines(visible, "regressor")
+    lines += _distance_lines(report) + _response_lines(report) + _simulator_lines(report)
+    lines += ["", "![predicted against asked](scatter.png)", ""]
+    return "\n".join(lines)
+
+
+def _distance_lines(report: dict[str, Any]) -> list[str]:
+    """report.md's KID and texture paragraphs."""
+    lines: list[str] = []
     k = report["kid"]
     lines += ["", f"**KID** (regressor's penultimate features, x1000): generated vs real {1000 * k['kid']:.3f} "
               f"(spread {1000 * k['kid_spread']:.3f}) against a noise floor of {1000 * k['floor']:.3f} "
@@ -381,6 +390,12 @@ def markdown(report: dict[str, Any]) -> str:
               f"generated vs {t['grain_real']:.2f} real (ratio {t['grain_ratio']:.2f}); power per octave band, "
               f"generated / real: {bands} ({t['n_generated']} and {t['n_real']} frames).", "",
               "![texture region](texture_region.png)"]
+    return lines
+
+
+def _response_lines(report: dict[str, Any]) -> list[str]:
+    """report.md's sensitivity and TSTR tables, where the report has them."""
+    lines: list[str] = []
     if "sensitivity" in report:
         lines += ["", "**Sensitivity**: one column swept with fixed noise; slope of the read-back value on the "
                   "commanded one (std units) against the slope the regressor gets on real frames, and how the "
@@ -401,6 +416,12 @@ def markdown(report: dict[str, Any]) -> str:
             if v["visible"]:
                 ts = report["tstr"][c]["r2"]
                 lines.append(f"| {c} | {ts:.3f} | {v['real']['r2']:.3f} | {ts - v['real']['r2']:+.3f} |")
+    return lines
+
+
+def _simulator_lines(report: dict[str, Any]) -> list[str]:
+    """report.md's paragraph on the simulator's exact reading (built-in data only)."""
+    lines: list[str] = []
     if "simulator" in report:
         f = report["simulator"]
         lines += ["", "**The simulator's exact reading of the same frames** (built-in data only: the reading the "
@@ -414,8 +435,7 @@ def markdown(report: dict[str, Any]) -> str:
                         for name, v in f["features"].items()) + " (below 1: less spread than real frames).",
             "", "`synthetic.fidelity`, Pearson r against the real frame: " + ", ".join(
                 f"{k.removeprefix('corr_')} {v:.3f}" for k, v in f.items() if k.startswith("corr_"))]
-    lines += ["", "![predicted against asked](scatter.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def scatter(plot: dict[str, Any], report: dict[str, Any], out: Path) -> None:
@@ -446,56 +466,46 @@ def scatter(plot: dict[str, Any], report: dict[str, Any], out: Path) -> None:
 # -------------------------------------------------------------------------------------- chain
 def chain(args: argparse.Namespace) -> Path:
     """The default run's evaluation end to end (see the module docstring); returns the report folder."""
-    from thinfilm import sample
-
     cfg = validate(load_config(args.config, args.overrides))
     runs = Path(cfg.train.out_dir)
-    if args.run == "latest":
-        found = sorted(runs.glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise EvaluationError(f"no diffusion run under {runs}: train one first (bash run.sh train)")
-        ckpt = found[-1]
-    else:
-        ckpt = Path(args.run) / "checkpoints" / "last.pt" if Path(args.run).is_dir() else Path(args.run)
-    state = checkpoint.load(ckpt)
-    run_cfg, run = checkpoint.config_of(state), ckpt.parent.parent
-    del state
-    regressor = Path(args.regressor) if args.regressor else find_regressor(runs, run_cfg)
+    ckpt = checkpoint.find_run(args.run, runs, "--run")
+    device = pick_device(args.device, "--device")
+    loaded = checkpoint.load_model(ckpt, device=device)
+    run_cfg, norm, run = loaded.config, loaded.normalizer, ckpt.parent.parent
+    regressor = Path(args.regressor) if args.regressor else checkpoint.find_regressor(runs, run_cfg)
     if regressor is None:
         print("no regressor for this data yet: training one (python -m thinfilm.regression train)")
         reg_cfg = validate(load_config(args.config, args.overrides + [
             f"data.train_csv={run_cfg.data.train_csv}", f"data.test_csv={run_cfg.data.test_csv}",
             f"data.resolution={run_cfg.data.resolution}"]))
         regressor = regression.train_regressor(reg_cfg, args.quiet)
-    work = run / "evaluation"
-    test = run_cfg.data.test_csv
-    quiet = ["--quiet"] if args.quiet else []
-    sample.main(["--ckpt", str(ckpt), "--conditions", test, "--out", str(work / "generated"), *quiet])
+    work, test = run / "evaluation", run_cfg.data.test_csv
+    on = Execution(device, autocast_dtype("auto", device), not args.quiet)
+
+    def draw(rows: np.ndarray, folder: str, seed: int = 0, kind: str = "") -> str:
+        req = sample.request(run_cfg, norm, rows, seed=seed, one_specimen=bool(kind), film=bool(kind))
+        sample.draw(loaded, req, on, work / folder)
+        return str(work / folder / "manifest.csv")
+
     table = read_table(test, run_cfg.data.columns, need_paths=False)
+    generated = draw(table.values, "generated")
     sweeps = []
     for col in args.sweep_columns:                   # the column alone given, over the test range; 4 noises
         j = run_cfg.data.columns.index(col)
-        lo, hi = np.percentile(table.values[:, j], [5, 95])
-        for seed in range(4):
-            folder = work / f"sweep-{col}-{seed}"
-            sample.main(["--ckpt", str(ckpt), "--sweep", f"{col}={lo:.9g}:{hi:.9g}:9", "--out", str(folder),
-                         "--seed", str(seed), *quiet])
-            sweeps.append(str(folder / "manifest.csv"))
-    for k, rows in enumerate(measured_paths(test, run_cfg)):     # every column as measured: one specimen each
-        csv = work / f"path-{k}.csv"
-        rows.to_csv(csv, index=False, float_format="%.9g")
-        for seed in range(2):
-            folder = work / f"path-{k}-{seed}"
-            sample.main(["--ckpt", str(ckpt), "--path", str(csv), "--out", str(folder), "--seed", str(seed), *quiet])
-            sweeps.append(str(folder / "manifest.csv"))
+        rows = np.full((9, len(run_cfg.data.columns)), np.nan)
+        rows[:, j] = np.linspace(*np.percentile(table.values[:, j], [5, 95]), 9)
+        sweeps += [draw(rows, f"sweep-{col}-{seed}", seed, "sweep") for seed in range(4)]
+    for k, path in enumerate(measured_paths(test, run_cfg)):     # every column as measured: one specimen each
+        path.to_csv(work / f"path-{k}.csv", index=False, float_format="%.9g")
+        rows = read_table(work / f"path-{k}.csv", run_cfg.data.columns, need_paths=False).values
+        sweeps += [draw(rows, f"path-{k}-{seed}", seed, "path") for seed in range(2)]
     trained_on = None
     if args.tstr is not None:          # frames for every training condition, one each: the TSTR regressor's data
-        trained_on = work / "generated-train" / "manifest.csv"
-        sample.main(["--ckpt", str(ckpt), "--conditions", run_cfg.data.train_csv, "--out", str(trained_on.parent),
-                     *quiet])
+        trained_on = draw(read_table(run_cfg.data.train_csv, run_cfg.data.columns, need_paths=False).values,
+                          "generated-train")
     out = work / "report"
-    report = evaluate(str(regressor), str(work / "generated" / "manifest.csv"), test, run_cfg.data.root,
-                      tuple(sweeps), tstr_generated=str(trained_on) if trained_on else None, quiet=args.quiet)
+    report = evaluate(str(regressor), generated, test, run_cfg.data.root, tuple(sweeps), args.device,
+                      tstr_generated=trained_on, quiet=args.quiet)
     write_report(report, out)
     return out
 
@@ -516,19 +526,6 @@ def measured_paths(test_csv: str, cfg, count: int = 2, frames: int = 9) -> list[
         paths.append(pd.DataFrame(table.values[pick], columns=table.columns).assign(
             filepath=[table.paths[i] for i in pick])[["filepath", *table.columns]])
     return paths
-
-
-def find_regressor(runs: Path, cfg) -> Path | None:
-    """The latest regressor under `runs` trained on this data (same training CSV and resolution)."""
-    for best in sorted(runs.glob("*/checkpoints/best.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
-        try:
-            other = checkpoint.config_of(checkpoint.load(best, checkpoint.REGRESSOR)).data
-        except UserError:
-            continue
-        if (other.train_csv, other.resolution, other.columns) == (cfg.data.train_csv, cfg.data.resolution,
-                                                                  cfg.data.columns):
-            return best
-    return None
 
 
 def main(argv: list[str] | None = None) -> None:

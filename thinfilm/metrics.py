@@ -44,17 +44,17 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n: int, draws: int = 100
     return Interval(float(statistic(np.arange(n))), float(low), float(high))
 
 
-def _per_condition(gen_err: np.ndarray, gen_cond: np.ndarray, m: int, power: int) -> tuple[np.ndarray, np.ndarray]:
+def _per_condition(gen_err: np.ndarray, matched: np.ndarray, m: int, power: int) -> tuple[np.ndarray, np.ndarray]:
     """Per real condition (0..m-1): the sum of |err|^power over the generated frames drawn for it, and their count."""
-    return (np.bincount(gen_cond, weights=np.abs(gen_err) ** power, minlength=m),
-            np.bincount(gen_cond, minlength=m).astype(np.float64))
+    return (np.bincount(matched, weights=np.abs(gen_err) ** power, minlength=m),
+            np.bincount(matched, minlength=m).astype(np.float64))
 
 
-def ratio_interval(gen_err: np.ndarray, gen_cond: np.ndarray, real_err: np.ndarray, seed: int = 0) -> Interval:
+def ratio_interval(gen_err: np.ndarray, matched: np.ndarray, real_err: np.ndarray, seed: int = 0) -> Interval:
     """MAE generated / MAE real with its bootstrap interval over conditions. gen_err [N]: read - asked of
-    each generated frame, gen_cond [N]: its condition's index in real_err [M] (read - true per condition)."""
+    each generated frame, matched [N]: its condition's index in real_err [M] (read - true per condition)."""
     m, real = len(real_err), np.abs(real_err)
-    sums, counts = _per_condition(gen_err, gen_cond, m, 1)
+    sums, counts = _per_condition(gen_err, matched, m, 1)
 
     def statistic(idx: np.ndarray) -> float:
         denominator = real[idx].mean()
@@ -62,13 +62,13 @@ def ratio_interval(gen_err: np.ndarray, gen_cond: np.ndarray, real_err: np.ndarr
     return bootstrap(statistic, m, seed=seed)
 
 
-def excess_interval(gen_err: np.ndarray, gen_cond: np.ndarray, real_err: np.ndarray, seed: int = 0) -> Interval:
+def excess_interval(gen_err: np.ndarray, matched: np.ndarray, real_err: np.ndarray, seed: int = 0) -> Interval:
     """The generator's own error beyond the reader's, sqrt(max(0, RMSE_gen^2 - RMSE_real^2)), in the units of
     the errors, with its bootstrap interval over conditions (arguments as `ratio_interval`). A reader that
     misreads real frames by e_r and a generator that misplaces by e_g independently read generated frames
     off by sqrt(e_r^2 + e_g^2): this is e_g. 0 when generated frames read as well as real ones."""
     m, real = len(real_err), np.square(real_err)
-    sums, counts = _per_condition(gen_err, gen_cond, m, 2)
+    sums, counts = _per_condition(gen_err, matched, m, 2)
 
     def statistic(idx: np.ndarray) -> float:
         return math.sqrt(max(0.0, sums[idx].sum() / max(counts[idx].sum(), 1) - real[idx].mean()))
@@ -305,8 +305,8 @@ class TextureReport(NamedTuple):
 
 def texture(generated: np.ndarray, real: np.ndarray, mask: np.ndarray) -> TextureReport:
     """Grain and power per octave band in `mask` of generated [N, R, R] against real [M, R, R] frames."""
-    g, r = grain(generated, mask).mean(), grain(real, mask).mean()
-    pg, pr = octave_power(generated, mask), octave_power(real, mask)
-    ratio = [float(a / b) if b > 0 else math.nan for a, b in zip(pg, pr)]
-    return TextureReport(float(g), float(r), float(g / r) if r > 0 else math.nan, band_names(), ratio,
-                         len(generated), len(real))
+    gen_grain, real_grain = grain(generated, mask).mean(), grain(real, mask).mean()
+    gen_power, real_power = octave_power(generated, mask), octave_power(real, mask)
+    ratio = [float(a / b) if b > 0 else math.nan for a, b in zip(gen_power, real_power)]
+    return TextureReport(float(gen_grain), float(real_grain), float(gen_grain / real_grain) if real_grain > 0
+                         else math.nan, band_names(), ratio, len(generated), len(real))

@@ -1,4 +1,4 @@
-"""The data command line, `python -m thinfilm.data synth | split | inspect` (or `bash run.sh data ...`):
+"""The data command line, `bash run.sh data synth | split | inspect` (or `python -m thinfilm.prepare ...`):
 generate the built-in dataset, split a CSV by series folder, and check a dataset before a long run, with
 the report a researcher reads first (`inspect`). The library it calls is thinfilm.data.
 """
@@ -35,7 +35,7 @@ def inspect(cfg: DataConfig, preview: Path, count: int = 8) -> str:
     overlap = {series_of(p) for p in tables[0].paths} & {series_of(p) for p in tables[1].paths}
     if overlap:
         lines.append(f"WARNING: series in both splits: {', '.join(sorted(overlap))} (split by series, "
-                     "not by frame: `python -m thinfilm.data split`)")
+                     "not by frame: `bash run.sh data split`)")
     files = [resolve_all(t, cfg.root) for t in tables]
     lines.append(f"frames: all {sum(map(len, files))} found")
     train, test = tables[0].values, tables[1].values
@@ -59,8 +59,20 @@ def inspect(cfg: DataConfig, preview: Path, count: int = 8) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m thinfilm.data synth | split | inspect`."""
-    parser = argparse.ArgumentParser(prog="python -m thinfilm.data", description=__doc__.splitlines()[0])
+    """`bash run.sh data synth | split | inspect`."""
+    args = parse(argv)
+    if args.command == "synth":
+        synth(args)
+    elif args.command == "split":
+        split(Path(args.csv), args.out, args.test_series)
+    else:
+        cfg = validate(load_config(args.config, args.overrides)).data
+        ensure_synthetic(cfg)
+        print(inspect(cfg, Path(args.preview)))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m thinfilm.prepare", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("synth", help="generate the built-in synthetic dataset")
     p.add_argument("--out", default="data/synthetic")
@@ -81,30 +93,31 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("inspect", help="check a dataset before training")
     add_config_args(p, "experiments/default.toml")
     p.add_argument("--preview", default="preview.png")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    if args.command == "synth":
-        if args.brightness < 0:
-            raise DataError(f"--brightness {args.brightness}: give levels per MPa, 0 or more")
-        synthesize(Path(args.out), args.series, args.frames, args.seed, split=not args.all, texture=args.texture,
-                   brightness=args.brightness)
-        csvs = "all.csv" if args.all else "train.csv / test.csv"
-        print(f"wrote {args.series * args.frames} frames and {csvs} under {args.out}")
-    elif args.command == "split":
-        csv = Path(args.csv)
-        if not csv.is_file():
-            raise DataError(f"{csv}: CSV not found")
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        if "filepath" not in table.columns:
-            raise DataError(f"{csv}: no filepath column; the header has {', '.join(table.columns)}")
-        out = Path(args.out) if args.out else csv.parent
-        for path, rows in write_split(table, out, f"{csv.stem}_train.csv", f"{csv.stem}_test.csv", args.test_series):
-            series = sorted(set(rows.filepath.map(series_of)))
-            print(f"{path.stem.rsplit('_', 1)[-1]}: {len(rows)} rows, series {', '.join(series)} -> {path}")
-    else:
-        cfg = validate(load_config(args.config, args.overrides)).data
-        ensure_synthetic(cfg)
-        print(inspect(cfg, Path(args.preview)))
+
+def synth(args: argparse.Namespace) -> None:
+    """`synth`: the built-in dataset, or an evaluation set of unseen specimens (--all)."""
+    if args.brightness < 0:
+        raise DataError(f"--brightness {args.brightness}: give levels per MPa, 0 or more")
+    world = DataConfig(synthetic_series=args.series, synthetic_frames=args.frames, synthetic_seed=args.seed,
+                       texture=args.texture, brightness=args.brightness)
+    synthesize(Path(args.out), world, split=not args.all)
+    csvs = "all.csv" if args.all else "train.csv / test.csv"
+    print(f"wrote {args.series * args.frames} frames and {csvs} under {args.out}")
+
+
+def split(csv: Path, out: str | None, test_series: list[str]) -> None:
+    """`split`: a CSV into <name>_train.csv / <name>_test.csv by series folder."""
+    if not csv.is_file():
+        raise DataError(f"{csv}: CSV not found")
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if "filepath" not in table.columns:
+        raise DataError(f"{csv}: no filepath column; the header has {', '.join(table.columns)}")
+    folder = Path(out) if out else csv.parent
+    for path, rows in write_split(table, folder, f"{csv.stem}_train.csv", f"{csv.stem}_test.csv", test_series):
+        series = sorted(set(rows.filepath.map(series_of)))
+        print(f"{path.stem.rsplit('_', 1)[-1]}: {len(rows)} rows, series {', '.join(series)} -> {path}")
 
 
 if __name__ == "__main__":

@@ -2,35 +2,56 @@
 
 Conditions come from a CSV in the researcher's format (`--conditions`), from `--values x1=..,x5=..`
 (omitted columns are unknown, masked out through the per-field conditioning), from a sweep
-(`--sweep x3=0:0.12:9 --base ...`: one value varies, every frame starts from the same noise with
-deterministic DDIM, so the frames differ only by that value) or from a measured series replayed in
+(`--sweep x3=0:0.12:9 --base ...`: one value varies, every frame starts from the same noise with a
+deterministic sampler, so the frames differ only by that value) or from a measured series replayed in
 order (`--path test.csv`). `--init-image` + `--strength` draws frames like a given one. `--from-frame`
 + `--measured` draws a real frame's own specimen under new measurements: the frame is inverted under its
 measurements (DDIM run backwards) and every new frame is drawn from that start noise.
 
 Every frame has its own generator seeded from (--seed, frame index): the same frame at any batch size.
+The command reads as: parse, load the checkpoint, the sampling config (`sample_config`), the request
+(`resolve`: conditions, seeds, start), `draw` (generate + write); `evaluate` calls the same functions.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import tomllib
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from thinfilm import UserError, checkpoint, cli
-from thinfilm.config import ConfigError, validate
+from thinfilm.config import Config, ConfigError, add_config_args, parse_override, set_value, validate
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
-from thinfilm.diffusion import GaussianDiffusion
+from thinfilm.diffusion import SAMPLERS, GaussianDiffusion, Init, image_to_image
 from thinfilm.runtime import autocast_dtype, pick_device, require_cuda
-from thinfilm.sampling import Guidance, Plan, frame_seed, generate, invert
+from thinfilm.sampling import Execution, Guidance, Plan, frame_seed, generate, invert
 
 
 class SampleError(UserError):
     """Conditions or options that cannot be sampled as given."""
+
+
+class Specimen(NamedTuple):
+    """--from-frame: a real frame (uint8 [H, W], as the network sees it) and its own raw measurements [1, C]."""
+    frame: np.ndarray
+    measured: np.ndarray
+
+
+class Request(NamedTuple):
+    """A sample command resolved: what to draw (raw rows [N, C], NaN = unknown, and their seeds), how (the
+    plan), from what (an image-to-image start, a real frame's specimen), and what it says before drawing."""
+    raw: np.ndarray
+    seeds: list[int]
+    plan: Plan
+    init: Init | None = None
+    specimen: Specimen | None = None
+    film: bool = False                   # a sweep or a path: strip.png and film.gif too
+    notes: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------- conditions
@@ -94,9 +115,8 @@ def extrapolation_warnings(values: np.ndarray, norm: Normalizer) -> list[str]:
     return lines
 
 
-def conditions_from(args: argparse.Namespace, norm: Normalizer) -> np.ndarray:
+def conditions_from(args: argparse.Namespace, cols: Sequence[str]) -> np.ndarray:
     """The raw condition rows [N, C] the arguments ask for (NaN = unknown)."""
-    cols = norm.columns
     sources = [s for s in ("conditions", "values", "sweep", "path") if getattr(args, s)]
     if len(sources) > 1:
         raise SampleError(f"give one of --conditions, --values, --sweep, --path (got {', '.join(sources)})")
@@ -121,11 +141,120 @@ def conditions_from(args: argparse.Namespace, norm: Normalizer) -> np.ndarray:
     return rows
 
 
+def request(cfg: Config, norm: Normalizer, raw: np.ndarray, *, seed: int = 0, n_per_condition: int = 1,
+            one_specimen: bool = False, film: bool = False) -> Request:
+    """The request for raw rows [N, C] (each drawn `n_per_condition` times): one generator per frame seeded
+    from (seed, index), or, for one specimen (a sweep, a path, a real frame's counterfactuals), the same
+    start noise for every row with the plan made deterministic, so the frames differ only by their rows."""
+    raw = np.repeat(raw, n_per_condition, axis=0)
+    plan, notes = Plan.from_config(cfg), extrapolation_warnings(raw, norm)
+    unknown = [c for j, c in enumerate(norm.columns) if np.isnan(raw[:, j]).any()]
+    if unknown:
+        notes.append(f"unknown (masked out, the model fills them in): {', '.join(unknown)}")
+    if one_specimen and plan.deterministic() != plan:
+        plan = plan.deterministic()
+        notes.append(f"one specimen: using deterministic {plan.sampler} (eta 0) so the frames differ only by "
+                     f"their measurements (--independent: each frame its own specimen)")
+    index = [i % n_per_condition if one_specimen else i for i in range(len(raw))]
+    return Request(raw, [frame_seed(seed, i) for i in index], plan, film=film, notes=tuple(notes))
+
+
+def resolve(args: argparse.Namespace, cfg: Config, norm: Normalizer) -> Request:
+    """What the command line asks for: its conditions, seeds and start (`request`), the flags' rules checked."""
+    check_flags(args)
+    one = bool(args.sweep or args.from_frame or (args.path and not args.independent))
+    req = request(cfg, norm, conditions_from(args, norm.columns), seed=args.seed,
+                  n_per_condition=args.n_per_condition, one_specimen=one, film=bool(args.sweep or args.path))
+    if args.init_image:
+        try:
+            image = to_network(load_frame(Path(args.init_image), cfg.data.roi, cfg.data.resolution))[None]
+        except DataError as err:
+            raise SampleError(f"--init-image: {err}") from None
+        req = req._replace(init=image_to_image(image, args.strength))
+    if args.from_frame:                        # the inversion runs DDIM backwards: the frames are drawn with it
+        req = req._replace(plan=req.plan._replace(sampler="ddim"), specimen=specimen(args, cfg, norm))
+    return req
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """The rules between flags that no config key holds (a sampling key's range is `config.validate`'s)."""
+    if args.n_per_condition < 1:
+        raise SampleError("--n-per-condition must be at least 1")
+    if not 0 < args.strength <= 1:
+        raise SampleError(f"--strength {args.strength}: must be in (0, 1]")
+    if args.from_frame and args.init_image:
+        raise SampleError("give --from-frame (the frame's own specimen) or --init-image (strength), not both")
+    if bool(args.from_frame) != bool(args.measured):
+        raise SampleError("--from-frame FRAME needs --measured (the frame's own measurements), and --measured "
+                          "is only for --from-frame")
+    if args.from_frame and args.independent:
+        raise SampleError("--independent with --from-frame: every frame drawn from a frame is that frame's specimen")
+    if args.from_frame and args.n_per_condition != 1:
+        raise SampleError("--n-per-condition with --from-frame: every draw of the frame's specimen is the same")
+
+
+def specimen(args: argparse.Namespace, cfg: Config, norm: Normalizer) -> Specimen:
+    """--from-frame FRAME --measured ...: the frame as the network sees it and its own measurements, all given."""
+    try:
+        frame = load_frame(Path(args.from_frame), cfg.data.roi, cfg.data.resolution)
+    except DataError as err:
+        raise SampleError(f"--from-frame: {err}") from None
+    measured = parse_base(args.measured, norm.columns, "--measured")[None]
+    missing = [c for j, c in enumerate(norm.columns) if np.isnan(measured[0, j])]
+    if missing:
+        raise SampleError(f"--measured: {', '.join(missing)} missing: give every column of the frame's own row "
+                          f"(CSV:ROW gives them all)")
+    for line in extrapolation_warnings(measured, norm):
+        print(f"--measured {line}")
+    return Specimen(frame, measured)
+
+
+def sample_config(cfg: Config, args: argparse.Namespace) -> Config:
+    """The checkpoint's config with the command line's sampling changes, in this order: --config's [sample]
+    section, each --set sample.KEY=VALUE, each flag (which sets one sample key); then `config.validate`.
+    Only [sample] keys change how a trained network draws: anything else is refused."""
+    changes: list[tuple[str, object, str]] = []
+    if args.config:
+        try:
+            tree = tomllib.loads(Path(args.config).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"--config {args.config}: not a readable TOML file ({err})") from None
+        changes += [(f"sample.{k}", v, f"--config {args.config}") for k, v in tree.get("sample", {}).items()]
+    for text in args.overrides:
+        section, key, value = parse_override(text)
+        if section != "sample":
+            raise ConfigError(f"--set {text}: give sample.KEY=VALUE; the rest of the config is the checkpoint's")
+        changes.append((f"sample.{key}", value, f"--set {text}"))
+    changes += [(f"sample.{key}", value, f"--{key.replace('_', '-')}") for key, value in flag_values(args).items()
+                if value is not None]
+    for key, value, origin in changes:
+        set_value(cfg, key, value, origin)
+    return validate(cfg)
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, object]:
+    """The sample keys the flags set (None: not given)."""
+    fields = None if args.guidance_fields is None else [c.strip() for c in args.guidance_fields.split(",") if c.strip()]
+    interval = None if args.guidance_interval is None else parse_interval(args.guidance_interval)
+    return {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
+            "keep_grain": args.keep_grain, "guidance": args.guidance, "guidance_fields": fields,
+            "guidance_interval": interval, "guidance_parallel": args.guidance_parallel,
+            "batch_size": args.batch_size, "clip": False if args.no_clip else None}
+
+
+def parse_interval(text: str) -> list[int]:
+    """--guidance-interval 'LO:HI' -> [LO, HI]; '' -> [] (every step)."""
+    parts = text.split(":") if text.strip() else []
+    if len(parts) not in (0, 2) or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise SampleError(f"--guidance-interval {text!r}: give LO:HI timesteps, e.g. 100:700")
+    return [int(p) for p in parts]
+
+
 # ------------------------------------------------------------------------------------- output
-def write_outputs(frames: np.ndarray, raw: np.ndarray, seeds: Sequence[int], columns: Sequence[str], out: Path,
-                  roi: Sequence[int], full_aspect: bool, film: bool) -> None:
-    """NNNN.png, manifest.csv, grid.png; optionally full-aspect frames and a film (strip.png; film.gif, each
-    frame with its measurements beside it)."""
+def write_outputs(frames: np.ndarray, request: Request, columns: Sequence[str], out: Path,
+                  full_aspect: Sequence[int] | None = None) -> None:
+    """NNNN.png, manifest.csv, grid.png; frames resized to `full_aspect` = (height, width) in full/ if given;
+    for a film (sweep, path) strip.png and film.gif, each frame with its measurements beside it."""
     from PIL import Image
     from torchvision.utils import save_image
 
@@ -136,14 +265,15 @@ def write_outputs(frames: np.ndarray, raw: np.ndarray, seeds: Sequence[int], col
         Image.fromarray(f).save(out / name)
         if full_aspect:
             (out / "full").mkdir(exist_ok=True)
-            Image.fromarray(f).resize((roi[3], roi[2]), Image.Resampling.BICUBIC).save(out / "full" / name)
-    manifest = pd.DataFrame(raw, columns=list(columns))
+            Image.fromarray(f).resize(tuple(full_aspect[::-1]), Image.Resampling.BICUBIC).save(out / "full" / name)
+    manifest = pd.DataFrame(request.raw, columns=list(columns))
     manifest.insert(0, "file", names)
-    manifest["seed"] = list(seeds)
+    manifest["seed"] = list(request.seeds)
     manifest.to_csv(out / "manifest.csv", index=False, float_format="%.9g", na_rep="")
     shown = torch.from_numpy(frames[:64]).unsqueeze(1).float() / 255
     save_image(shown, out / "grid.png", nrow=min(8, len(shown)), padding=2, pad_value=1.0)
-    if film:
+    if request.film:
+        raw = request.raw
         gap = np.full((frames.shape[1], 2), 255, np.uint8)
         Image.fromarray(np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)).save(out / "strip.png")
         images = [captioned(f, row, columns) for f, row in zip(frames, raw)]
@@ -169,6 +299,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m thinfilm.sample", description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="checkpoint .pt or run folder")
     p.add_argument("--out", required=True, help="output folder")
+    add_config_args(p)
     src = p.add_argument_group("conditions (one of)")
     src.add_argument("--conditions", help="CSV in the researcher's format (filepath column optional, ignored)")
     src.add_argument("--values", help="x1=...,x5=... ; omitted columns are unknown")
@@ -179,8 +310,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--independent", action="store_true", help="with --path: every frame its own noise (and "
                    "the checkpoint's sampler), i.e. its own specimen")
     p.add_argument("--n-per-condition", type=int, default=1)
-    p.add_argument("--sampler", choices=["ddim", "ddpm", "dpmpp2m"], default=None,
-                   help="default: the checkpoint's sample.sampler; dpmpp2m: DPM-Solver++(2M), --eta > 0 its SDE form")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=None,
+                   help="sample.sampler (default: the checkpoint's); dpmpp2m: DPM-Solver++(2M), --eta > 0 its SDE "
+                        "form; heun: EDM's deterministic second-order sampler (--eta 0)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--spacing", choices=["trailing", "karras"], default=None,
                    help="how the steps are spread over t (default: the checkpoint's sample.spacing)")
@@ -222,104 +354,59 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     device = pick_device(args.device, "--device")
-    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise SampleError(f"{flag} {value}: must be at least 1")
     if args.cuda_graph:
         require_cuda(device, "--cuda-graph")
     loaded = checkpoint.load_model(args.ckpt, ema=not args.no_ema, device=device)
+    cfg = sample_config(loaded.config, args)
+    req = resolve(args, cfg, loaded.normalizer)
+    on = Execution(device, autocast_dtype(args.precision, device), not args.quiet, {} if args.cuda_graph else None)
+    draw(loaded._replace(config=cfg), req, on, Path(args.out), args.full_aspect)
+
+
+def draw(loaded: checkpoint.Loaded, req: Request, on: Execution, out: Path, full_aspect: bool = False) -> np.ndarray:
+    """Draw what `req` asks with `loaded`'s network and config, write the frames, manifest and pictures to
+    `out`, print what was done; returns the frames, uint8 [N, H, W]."""
     cfg, norm = loaded.config, loaded.normalizer
-    plan = sampling_plan(args, cfg)
-    if cfg.sample.keep_grain and cfg.diffusion.grain == 0:
-        print("keep-grain: the checkpoint has no measured grain (diffusion.grain = 0, trained before it was "
-              "measured): frames drawn without it")
-    if args.n_per_condition < 1:
-        raise SampleError("--n-per-condition must be at least 1")
-    if not 0 < args.strength <= 1:
-        raise SampleError(f"--strength {args.strength}: must be in (0, 1]")
-    if args.from_frame and args.init_image:
-        raise SampleError("give --from-frame (the frame's own specimen) or --init-image (strength), not both")
-    if bool(args.from_frame) != bool(args.measured):
-        raise SampleError("--from-frame FRAME needs --measured (the frame's own measurements), and --measured "
-                          "is only for --from-frame")
-    if args.from_frame and args.independent:
-        raise SampleError("--independent with --from-frame: every frame drawn from a frame is that frame's specimen")
-    if args.from_frame and args.n_per_condition != 1:
-        raise SampleError("--n-per-condition with --from-frame: every draw of the frame's specimen is the same")
-
-    raw = np.repeat(conditions_from(args, norm), args.n_per_condition, axis=0)
-    for line in extrapolation_warnings(raw, norm):
+    for line in req.notes + plan_notes(cfg, req.plan):
         print(line)
-    unknown = [c for j, c in enumerate(norm.columns) if np.isnan(raw[:, j]).any()]
-    if unknown:
-        print(f"unknown (masked out, the model fills them in): {', '.join(unknown)}")
-    one_specimen = bool(args.sweep or args.from_frame or (args.path and not args.independent))
-    if one_specimen:                  # every frame from the same start noise, deterministically: one specimen
-        deterministic = "ddim" if args.from_frame or plan.sampler == "ddpm" else plan.sampler
-        if plan.sampler != deterministic or plan.eta != 0:
-            plan = plan._replace(sampler=deterministic, eta=0.0)
-            if args.from_frame:
-                print("--from-frame: using deterministic ddim (eta 0), the sampler the inversion runs backwards")
-            else:
-                print(f"{'sweep' if args.sweep else 'path'}: using deterministic {deterministic} (eta 0) so the "
-                      f"frames differ only by the {'swept value' if args.sweep else 'measurements'} "
-                      f"(--independent: each frame its own specimen)")
-        seeds = [frame_seed(args.seed, i % args.n_per_condition) for i in range(len(raw))]
-    else:
-        seeds = [frame_seed(args.seed, i) for i in range(len(raw))]
-    x_init = None
-    if args.init_image:
-        try:
-            x_init = to_network(load_frame(Path(args.init_image), cfg.data.roi, cfg.data.resolution))[None]
-        except DataError as err:
-            raise SampleError(f"--init-image: {err}") from None
-
     diffusion = GaussianDiffusion.from_config(cfg)
-    amp = autocast_dtype(args.precision, device)
-    start = None
-    if args.from_frame:
-        start = specimen_noise(args, loaded, diffusion, plan._replace(guidance=Guidance()), device, amp,
-                               Path(args.out))
-    visited = len(diffusion.plan(plan.sampler, plan.steps, plan.spacing))
-    if plan.sampler != "ddpm" and visited < min(plan.steps, diffusion.timesteps):
-        print(f"note: {visited} distinct timesteps of the {plan.steps} asked ({plan.spacing} spacing rounds to "
-              f"whole timesteps of {diffusion.timesteps})")
-    x = generate(loaded.net, diffusion, norm.encode(raw), seeds, plan, device=device, x_init=x_init,
-                 strength=args.strength if x_init is not None else 1.0, amp=amp,
-                 progress=not args.quiet, graphs={} if args.cuda_graph else None, start=start)
-    out = Path(args.out)
-    write_outputs(to_uint8(x), raw, seeds, norm.columns, out, cfg.data.roi, args.full_aspect,
-                  film=bool(args.sweep or args.path))
-    how = (f"ddpm, {diffusion.timesteps} steps" if plan.sampler == "ddpm" else
-           f"{plan.sampler}, {plan.steps} {plan.spacing} steps, eta {plan.eta:g}")
-    how += f", grain {cfg.diffusion.grain:g} levels kept" if plan.grain else ""
-    print(f"wrote {len(x)} frames ({how}, guidance {describe(plan.guidance, norm.columns)}) and manifest.csv to {out}")
+    start = None if req.specimen is None else specimen_noise(loaded, diffusion, req, on, out)
+    x = to_uint8(generate(loaded.net, diffusion, norm.encode(req.raw), req.seeds, req.plan, on, init=req.init,
+                          start=start))
+    write_outputs(x, req, norm.columns, out, cfg.data.roi[2:] if full_aspect else None)
+    p = req.plan
+    how = (f"ddpm, {diffusion.timesteps} steps" if p.sampler == "ddpm" else
+           f"{p.sampler}, {p.steps} {p.spacing} steps, eta {p.eta:g}")
+    how += f", grain {cfg.diffusion.grain:g} levels kept" if p.kept_grain else ""
+    print(f"wrote {len(x)} frames ({how}, guidance {describe(p.guidance, norm.columns)}) and manifest.csv to {out}")
+    return x
 
 
-def specimen_noise(args: argparse.Namespace, loaded, diffusion: GaussianDiffusion, plan: Plan,
-                   device: torch.device, amp: torch.dtype | None, out: Path) -> torch.Tensor:
-    """--from-frame: the start noise [1, 1, R, R] of the frame's own specimen, inverted under its --measured
-    values with `plan` (unguided: guidance, if asked, steers only the new frames); writes the frame as
-    cropped (from_frame.png) and as drawn back from that noise (round_trip.png), and says how close the
+def plan_notes(cfg: Config, plan: Plan) -> tuple[str, ...]:
+    """What a user should know about the plan before drawing."""
+    notes = []
+    if cfg.sample.keep_grain and cfg.diffusion.grain == 0:
+        notes.append("keep-grain: the checkpoint has no measured grain (diffusion.grain = 0, trained before it was "
+                     "measured): frames drawn without it")
+    visited = len(GaussianDiffusion.from_config(cfg).visits(plan.settings))
+    if plan.sampler != "ddpm" and visited < min(plan.steps, cfg.diffusion.timesteps):
+        notes.append(f"note: {visited} distinct timesteps of the {plan.steps} asked ({plan.spacing} spacing rounds "
+                     f"to whole timesteps of {cfg.diffusion.timesteps})")
+    return tuple(notes)
+
+
+def specimen_noise(loaded: checkpoint.Loaded, diffusion: GaussianDiffusion, req: Request, on: Execution,
+                   out: Path) -> torch.Tensor:
+    """--from-frame: the start noise [1, 1, H, W] of the frame's own specimen, inverted under its measured
+    values with the request's plan unguided (guidance, if asked, steers only the new frames); writes the frame
+    as cropped (from_frame.png) and as drawn back from that noise (round_trip.png), and says how close the
     round trip came."""
     from PIL import Image
 
-    cfg, norm = loaded.config, loaded.normalizer
-    try:
-        frame = load_frame(Path(args.from_frame), cfg.data.roi, cfg.data.resolution)
-    except DataError as err:
-        raise SampleError(f"--from-frame: {err}") from None
-    measured = parse_base(args.measured, norm.columns, "--measured")[None]
-    missing = [c for j, c in enumerate(norm.columns) if np.isnan(measured[0, j])]
-    if missing:
-        raise SampleError(f"--measured: {', '.join(missing)} missing: give every column of the frame's own row "
-                          f"(CSV:ROW gives them all)")
-    for line in extrapolation_warnings(measured, norm):
-        print(f"--measured {line}")
-    cond = norm.encode(measured)
-    start = invert(loaded.net, diffusion, to_network(frame)[None], cond, plan, device=device, amp=amp,
-                   progress=not args.quiet)
-    back = to_uint8(generate(loaded.net, diffusion, cond, [0], plan, device=device, amp=amp, start=start))[0]
+    plan, (frame, measured) = req.plan._replace(guidance=Guidance()), req.specimen
+    cond = loaded.normalizer.encode(measured)
+    start = invert(loaded.net, diffusion, to_network(frame)[None], cond, plan, on)
+    back = to_uint8(generate(loaded.net, diffusion, cond, [0], plan, on, start=start))[0]
     out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(frame).save(out / "from_frame.png")
     Image.fromarray(back).save(out / "round_trip.png")
@@ -327,38 +414,6 @@ def specimen_noise(args: argparse.Namespace, loaded, diffusion: GaussianDiffusio
     print(f"--from-frame: inverted under its measurements; drawn back, {np.mean(error <= 1):.0%} of the pixels "
           f"within 1 level (mean error {error.mean():.2f} levels; round_trip.png)")
     return start
-
-
-def sampling_plan(args: argparse.Namespace, cfg) -> Plan:
-    """The checkpoint's `[sample]` section with the command line's changes, checked like a config."""
-    s = cfg.sample
-    changes = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
-               "keep_grain": args.keep_grain, "guidance": args.guidance, "guidance_parallel": args.guidance_parallel,
-               "batch_size": args.batch_size}
-    for key, value in changes.items():
-        if value is not None:
-            setattr(s, key, value)
-    if args.no_clip:
-        s.clip = False
-    if args.guidance_fields is not None:
-        s.guidance_fields = [c.strip() for c in args.guidance_fields.split(",") if c.strip()]
-    if args.guidance_interval is not None:
-        text = args.guidance_interval.strip()
-        parts = text.split(":") if text else []
-        if len(parts) not in (0, 2) or not all(p.strip().lstrip("-").isdigit() for p in parts):
-            raise SampleError(f"--guidance-interval {args.guidance_interval!r}: give LO:HI timesteps, e.g. 100:700")
-        s.guidance_interval = [int(p) for p in parts]
-    flags = {"sample.steps": "--steps", "sample.batch_size": "--batch-size", "sample.eta": "--eta",
-             "sample.guidance": "--guidance", "sample.guidance_fields": "--guidance-fields",
-             "sample.guidance_interval": "--guidance-interval", "sample.keep_grain": "--keep-grain"}
-    try:
-        validate(cfg)
-    except ConfigError as err:                 # the rule, in the command line's words
-        message = str(err)
-        for key in sorted(flags, key=len, reverse=True):          # sample.guidance_fields before sample.guidance
-            message = message.replace(key, flags[key])
-        raise SampleError(message) from None
-    return Plan.from_config(cfg)
 
 
 def describe(g: Guidance, columns: Sequence[str]) -> str:

@@ -1,7 +1,8 @@
-"""Drawing frames from a trained network: classifier-free guidance as a `denoise` callable, one
-generator per frame, batched generation, a whole sampler run replayed from a CUDA graph. Shared by the
-sample CLI, the trainer's previews, the evaluation and the bench, so none of them imports another's
-entry point.
+"""Drawing frames from a trained network: classifier-free guidance as a `denoise` callable, the sampling
+`Plan`, one generator per frame, batched generation (`generate`), a frame inverted through the same denoiser
+(`invert`), and a whole sampler run replayed from a CUDA graph with its noise drawn ahead (`SamplerGraph`,
+`predrawn`, `noise_draws`). Shared by the sample CLI, the trainer's previews, the evaluation and the bench,
+so none of them imports another's entry point.
 """
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from thinfilm import LEVELS
-from thinfilm.diffusion import Denoise, GaussianDiffusion, randn
+from thinfilm.diffusion import SAMPLERS, Denoise, GaussianDiffusion, Init, Noise, SamplerSettings, randn, run
 from thinfilm.runtime import autocast, derive_seed
 from thinfilm.unet import UNet
 
 
 def kept_grain(cfg) -> float:
-    """The grain the sampler puts back (`GaussianDiffusion.keeping_grain`), in the network's units:
-    the run's measured `diffusion.grain` with `sample.keep_grain`, else 0."""
+    """The std of the grain the sampler puts back (`GaussianDiffusion.keeping_grain`), in network units:
+    the run's measured `diffusion.grain` (8-bit levels) with `sample.keep_grain`, else 0."""
     return cfg.diffusion.grain / LEVELS if cfg.sample.keep_grain else 0.0
 
 
@@ -66,7 +67,7 @@ def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], cond: Tensor, guidan
         out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, other])).chunk(2)
         if plain:
             return out_u + g.scale * (out_c - out_u)
-        x0_c, x0_u = diffusion.split(out_c, x_t, t).x0, diffusion.split(out_u, x_t, t).x0
+        x0_c, x0_u = diffusion.to_x0_eps(out_c, x_t, t).x0, diffusion.to_x0_eps(out_u, x_t, t).x0
         delta = x0_c - x0_u                                                   # [B, 1, R, R]
         if g.parallel != 1.0:                 # APG: the part of delta along x0_c mostly scales the image's levels
             along = (delta * x0_c).flatten(1).sum(1) / x0_c.flatten(1).pow(2).sum(1).clamp(min=1e-12)
@@ -75,9 +76,16 @@ def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], cond: Tensor, guidan
         w = torch.full_like(t, g.scale, dtype=x0_c.dtype)
         if g.interval is not None:
             w = torch.where((t >= g.interval[0]) & (t <= g.interval[1]), w, torch.ones_like(w))
-        return diffusion.join(x0_c + (w - 1).view(-1, *[1] * (delta.dim() - 1)) * delta, x_t, t)
+        return diffusion.from_x0(x0_c + (w - 1).view(-1, *[1] * (delta.dim() - 1)) * delta, x_t, t)
 
     return denoise
+
+
+def noise_draws(diffusion: GaussianDiffusion, settings: SamplerSettings, strength: float = 1.0) -> int:
+    """How many noise tensors a run takes (the length of `Noise.ahead`): the start, then one per step of a
+    stochastic sampler but the last, into the clean image."""
+    stochastic = SAMPLERS[settings.sampler].stochastic(settings.eta)
+    return 1 + stochastic * max(0, len(diffusion.visits(settings, strength)) - 1)
 
 
 def predrawn(shape: Sequence[int], generators: Sequence[torch.Generator], draws: int) -> Tensor:
@@ -130,7 +138,7 @@ class Plan(NamedTuple):
     guidance: Guidance = Guidance()
     clip: bool = True
     batch_size: int = 16
-    grain: float = 0.0                   # put back at low noise, network units (`kept_grain`); 0 = off
+    kept_grain: float = 0.0              # std put back at low noise, network units (`kept_grain`); 0 = off
 
     @classmethod
     def from_config(cls, cfg) -> "Plan":
@@ -138,63 +146,81 @@ class Plan(NamedTuple):
         return cls(s.sampler, s.steps, s.eta, s.spacing, Guidance.from_config(s, cfg.data.columns), s.clip,
                    s.batch_size, kept_grain(cfg))
 
+    @property
+    def settings(self) -> SamplerSettings:
+        """What the sampler itself is told (`diffusion.run`)."""
+        return SamplerSettings(self.sampler, self.steps, self.eta, self.spacing, self.clip)
+
+    def deterministic(self) -> "Plan":
+        """The same plan with no fresh noise after the start: eta 0, and DDIM for DDPM (which has no eta)."""
+        return self._replace(sampler="ddim" if self.sampler == "ddpm" else self.sampler, eta=0.0)
+
+
+class Execution(NamedTuple):
+    """Where and how the network runs while drawing: device, autocast dtype (None = fp32), progress bars, and
+    CUDA graphs (None: eager; a dict (CUDA only): each batch's run captured once as a `SamplerGraph` kept in
+    it, keyed by everything that shapes the run, and replayed when the same dict comes again)."""
+    device: torch.device
+    amp: torch.dtype | None = None
+    progress: bool = False
+    graphs: dict | None = None
+
 
 @torch.no_grad()
-def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], plan: Plan, *,
-             device: torch.device | str, x_init: Tensor | None = None, strength: float = 1.0,
-             amp: torch.dtype | None = None, progress: bool = False, graphs: dict | None = None,
-             start: Tensor | None = None) -> Tensor:
+def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: Sequence[int], plan: Plan,
+             on: Execution, *, init: Init | None = None, start: Tensor | None = None) -> Tensor:
     """Frames for normalised conditions cond [N, C] (NaN = unknown) drawn as `plan` says, one generator per
-    frame: returns float [N, 1, R, R] in [-1, 1] on the CPU. `amp`: autocast dtype (None = fp32).
-    `start`: the start noise [N or 1, 1, R, R] instead of the seeds' (an inverted frame, `invert`), for a
-    deterministic plan (DDIM or DPM++ at eta 0), which then draws nothing else.
-    `graphs`: None runs eagerly; a dict (CUDA only) runs each chunk from a `SamplerGraph` kept in it, keyed
-    by everything that shapes the run: pass the same dict again and the graphs are replayed, not captured."""
-    device = torch.device(device)
-    r, p = net.resolution, plan
-    strength = strength if x_init is not None else 1.0
-
-    def run(chunk: Tensor, init: Tensor | None, noise: Tensor | None = None,
-            gens: Sequence[torch.Generator] | None = None, graph: bool = False) -> Tensor:
-        with autocast(device, amp, cache=not graph):           # a graph must not keep autocast's cast weights
-            denoise = diffusion.keeping_grain(guided(net, chunk, p.guidance, diffusion), p.grain)
-            return diffusion.sample(denoise, (len(chunk), 1, r, r), p.sampler, p.steps, p.eta, gens, x_init=init,
-                                    strength=strength, clip=p.clip, device=device,
-                                    progress=progress and not graph, spacing=p.spacing, noise=noise)
-
-    draws = diffusion.draws(p.sampler, p.steps, p.eta, p.spacing, strength)
-    if start is not None and (draws != 1 or x_init is not None):
-        raise ValueError("start noise needs a deterministic plan (ddim or dpmpp2m at eta 0) and no x_init")
+    frame (seeded from `seeds`): float [N, 1, H, W] in [-1, 1] on the CPU. `init`: image-to-image (its image
+    [1 or N, 1, H, W]). `start`: the start noise [N or 1, 1, H, W] instead of the seeds' (an inverted frame,
+    `invert`), for a plan that draws nothing else (deterministic)."""
+    device = torch.device(on.device)
+    shape = (1, *net.frame_shape)
+    draws = noise_draws(diffusion, plan.settings, init.strength if init else 1.0)
+    if start is not None and (draws != 1 or init is not None):
+        raise ValueError("start noise needs a deterministic plan (ddim, dpmpp2m or heun at eta 0) and no init")
     out = []
-    batch = max(1, p.batch_size)
-    for lo in range(0, len(cond), batch):
-        chunk = cond[lo:lo + batch].to(device)
-        gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + batch]]
-        init = None if x_init is None else x_init.expand(len(chunk), -1, -1, -1).to(device)
-        noise = None
-        if start is not None:
-            noise = start.expand(len(cond), -1, -1, -1)[lo:lo + batch][None].to(device)
-        elif graphs is not None:
-            noise = predrawn((len(chunk), 1, r, r), gens, draws)
-        if graphs is None:
-            x = run(chunk, init, noise, gens)
+    for lo in range(0, len(cond), max(1, plan.batch_size)):
+        chunk = cond[lo:lo + max(1, plan.batch_size)].to(device)
+        gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + len(chunk)]]
+        part = None if init is None else init._replace(image=init.image.expand(len(chunk), -1, -1, -1).to(device))
+        noise = None if start is None else start.expand(len(cond), -1, -1, -1)[lo:lo + len(chunk)][None].to(device)
+        if on.graphs is None:
+            x = _draw(net, diffusion, chunk, plan, on, part, Noise((len(chunk), *shape[1:]), gens, device, noise))
         else:
-            key = (id(net), id(diffusion), tuple(chunk.shape), init is None, p, strength, amp)
-            if key not in graphs:
-                graphs[key] = SamplerGraph(lambda c, i, n: run(c, i, n, graph=True), chunk, init, noise.shape)
-            x = graphs[key](chunk, init, noise)
+            x = _replay(net, diffusion, chunk, plan, on, part, predrawn((len(chunk), *shape[1:]), gens, draws))
         out.append(x.float().cpu())
     return torch.cat(out)
 
 
+def _draw(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, plan: Plan, on: Execution,
+          init: Init | None, noise: Noise, graph: bool = False) -> Tensor:
+    """One batch's sampler run: guidance and the kept grain wrapped around the network, under autocast."""
+    with autocast(torch.device(on.device), on.amp, cache=not graph):   # a graph must not keep autocast's casts
+        denoise = diffusion.keeping_grain(guided(net, cond, plan.guidance, diffusion), plan.kept_grain)
+        return run(diffusion, denoise, plan.settings, noise, init, on.progress and not graph)
+
+
+def _replay(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, plan: Plan, on: Execution,
+            init: Init | None, noise: Tensor) -> Tensor:
+    """One batch's run replayed from the `SamplerGraph` in `on.graphs` for its shape, captured at first use."""
+    key = (id(net), id(diffusion), tuple(cond.shape), init is None, plan, None if init is None else init.strength,
+           on.amp)
+    if key not in on.graphs:
+        def capture(c: Tensor, image: Tensor | None, z: Tensor) -> Tensor:
+            part = None if image is None else Init(image, init.strength)
+            return _draw(net, diffusion, c, plan, on, part, Noise(z.shape[1:], None, z.device, z), graph=True)
+        on.graphs[key] = SamplerGraph(capture, cond, None if init is None else init.image, noise.shape)
+    return on.graphs[key](cond, None if init is None else init.image, noise)
+
+
 @torch.no_grad()
-def invert(net: nn.Module, diffusion: GaussianDiffusion, frames: Tensor, cond: Tensor, plan: Plan, *,
-           device: torch.device | str, amp: torch.dtype | None = None, progress: bool = False) -> Tensor:
-    """The start noise [N, 1, R, R] (CPU) from which `generate` with `plan` (made deterministic: eta 0)
-    draws `frames` [N, 1, R, R] for their own normalised conditions `cond` [N, C]: DDIM inversion through
-    the denoiser `generate` uses (guidance, grain put back) over the plan's steps."""
-    device = torch.device(device)
-    with autocast(device, amp):
-        denoise = diffusion.keeping_grain(guided(net, cond.to(device), plan.guidance, diffusion), plan.grain)
-        x = diffusion.invert(denoise, frames.to(device), plan.steps, plan.spacing, progress=progress)
+def invert(net: nn.Module, diffusion: GaussianDiffusion, frames: Tensor, cond: Tensor, plan: Plan,
+           on: Execution) -> Tensor:
+    """The start noise [N, 1, H, W] (CPU) from which `generate` with `plan.deterministic()` draws `frames`
+    [N, 1, H, W] for their own normalised conditions `cond` [N, C]: DDIM inversion through the denoiser
+    `generate` uses (guidance, grain put back) over the plan's steps."""
+    device = torch.device(on.device)
+    with autocast(device, on.amp):
+        denoise = diffusion.keeping_grain(guided(net, cond.to(device), plan.guidance, diffusion), plan.kept_grain)
+        x = diffusion.invert(denoise, frames.to(device), plan.steps, plan.spacing, progress=on.progress)
     return x.float().cpu()

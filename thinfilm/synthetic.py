@@ -352,13 +352,16 @@ def exact_reading(features: np.ndarray, asked: np.ndarray, columns: Sequence[str
     return {c: out[c] for c in columns if c in out}
 
 
-def exact_check(shown: np.ndarray, gen_asked: np.ndarray, seen: np.ndarray, real_asked: np.ndarray,
-                cond: np.ndarray, columns: Sequence[str], groups: Sequence[str], brightness: float = 0.0,
-                visible: Sequence[str] | None = None) -> dict[str, Any]:
-    """How precisely generated frames carry their raw measurements gen_asked [N, C], against the real frames
-    with real_asked [M, C] (generated frame i was drawn for real condition cond[i]), read by the simulator
-    itself instead of a regressor: `shown` [N, F] and `seen` [M, F] are `measure()` of the generated and the
-    real frames.
+class Measured(NamedTuple):
+    """Frames as the simulator reads them: `measure()` of each, [N, F], and the raw measurements asked, [N, C]."""
+    features: np.ndarray
+    asked: np.ndarray
+
+
+def exact_check(gen: Measured, real: Measured, matched: np.ndarray, columns: Sequence[str], groups: Sequence[str],
+                brightness: float = 0.0, visible: Sequence[str] | None = None) -> dict[str, Any]:
+    """How precisely generated frames carry their raw measurements, against the real frames (generated frame i
+    was drawn for real frame matched[i]'s measurements), read by the simulator itself instead of a regressor.
 
     "columns": for every column `exact_reading` can read, the consistency ratio MAE generated / MAE real and
     the generator's own error beyond the reading's (`metrics.excess_interval`, in the column's units), each
@@ -367,25 +370,26 @@ def exact_check(shown: np.ndarray, gen_asked: np.ndarray, seen: np.ndarray, real
     with the error taken from what the conditions predict: the mean feature of the 8 real frames of other
     specimens (`groups` [M]) nearest in the `visible` columns (z-scored), so a real frame is not its own
     prediction. Below 1 there: less spread than the real frames (a mean drawn), above: looser."""
+    (shown, gen_asked), (seen, real_asked) = gen, real
     read_gen = exact_reading(shown, gen_asked, columns, brightness)
     read_real = exact_reading(seen, real_asked, columns, brightness)
     out: dict[str, Any] = {"columns": {}, "features": {}}
     for c, values in read_gen.items():
         j = columns.index(c)
         gen_err, real_err = values - gen_asked[:, j], read_real[c] - real_asked[:, j]
-        out["columns"][c] = _intervals(gen_err, cond, real_err)
+        out["columns"][c] = _intervals(gen_err, matched, real_err)
     use = [columns.index(c) for c in (visible if visible is not None else columns)]
     predicted = neighbour_mean(real_asked[:, use], seen, groups)
     for name in ("whitening", "gap", "height", "film"):
         f = FEATURES.index(name)
         if name == "film" and not brightness:
             continue
-        out["features"][name] = _intervals(shown[:, f] - predicted[cond, f], cond, seen[:, f] - predicted[:, f])
+        out["features"][name] = _intervals(shown[:, f] - predicted[matched, f], matched, seen[:, f] - predicted[:, f])
     return out
 
 
-def _intervals(gen_err: np.ndarray, cond: np.ndarray, real_err: np.ndarray) -> dict[str, float]:
-    ratio, excess = ratio_interval(gen_err, cond, real_err), excess_interval(gen_err, cond, real_err)
+def _intervals(gen_err: np.ndarray, matched: np.ndarray, real_err: np.ndarray) -> dict[str, float]:
+    ratio, excess = ratio_interval(gen_err, matched, real_err), excess_interval(gen_err, matched, real_err)
     return {"ratio": ratio.value, "ratio_low": ratio.low, "ratio_high": ratio.high,
             "excess": excess.value, "excess_low": excess.low, "excess_high": excess.high,
             "mae_generated": float(np.abs(gen_err).mean()), "mae_real": float(np.abs(real_err).mean())}

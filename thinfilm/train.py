@@ -43,7 +43,7 @@ from thinfilm.runtime import (
     pick_device,
     precision_name,
 )
-from thinfilm.sampling import Plan, frame_seed, generate
+from thinfilm.sampling import Execution, Plan, frame_seed, generate
 from thinfilm.unet import UNet
 
 
@@ -120,21 +120,6 @@ def lr_lambda(cfg: Config):
 
 
 # ------------------------------------------------------------------------------------ run dir
-def find_checkpoint(resume: str, out_dir: str) -> Path:
-    """--resume RUN_DIR | CKPT | latest -> the checkpoint file to continue from."""
-    if resume == "latest":
-        runs = sorted(Path(out_dir).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise TrainingError(f"--resume latest: no run with checkpoints/last.pt under {out_dir}")
-        return runs[-1]
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise TrainingError(f"--resume {resume}: no checkpoint there (give a run folder, a .pt file or 'latest')")
-    return path
-
-
 # ------------------------------------------------------------------------------------ trainer
 class Batch(NamedTuple):
     """One global batch in the network's space: x0 [G, 1, R, R], cond [G, C] (NaN = dropped),
@@ -188,7 +173,7 @@ class Trainer:
     def global_batch(self) -> int:
         return self.cfg.train.batch_size * self.cfg.train.grad_accum * self.ddp.world
 
-    def _draws(self, g: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    def _random(self, g: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """Noise, timesteps, condition-dropout masks and zoom factors (None without train.zoom) for a
         global batch of g (the same on every rank)."""
         r, tc = self.cfg.data.resolution, self.cfg.train
@@ -205,7 +190,7 @@ class Trainer:
     def batch(self) -> Batch:
         """Draw the next global batch: frames (zoomed), conditions (fields dropped), noise, timesteps."""
         idx = self.pool[self.order.take(self.global_batch)]
-        noise, t, fields, whole, zoom = self._draws(self.global_batch)
+        noise, t, fields, whole, zoom = self._random(self.global_batch)
         frames = torch.from_numpy(np.asarray(self.train.frames[idx.numpy()]))
         if self.device.type == "cuda":
             frames = frames.pin_memory()                # so the copy below does not wait for the host
@@ -316,7 +301,7 @@ class Trainer:
     def preview(self, cond: Tensor, seed: int = 0) -> Tensor:
         """EMA samples for normalised conditions [n, C] with the config's sampler: [n, 1, R, R] on the CPU."""
         return generate(self.ema.model, self.diffusion, cond, [frame_seed(seed, i) for i in range(len(cond))],
-                        Plan.from_config(self.cfg), device=self.device, amp=self.amp_dtype)
+                        Plan.from_config(self.cfg), Execution(self.device, self.amp_dtype))
 
 
 # ------------------------------------------------------------------------------------ logging
@@ -422,7 +407,7 @@ def setup(args: argparse.Namespace, launched: float) -> Session:
     state = None
     if args.resume:
         out_dir = load_config(args.config, args.overrides).train.out_dir
-        ckpt = find_checkpoint(args.resume, out_dir)
+        ckpt = checkpoint.find_run(args.resume, out_dir, "--resume")
         state = checkpoint.load(ckpt)
         cfg = validate(apply_overrides(checkpoint.config_of(state), args.overrides))   # e.g. train.steps=...
         run = RunDir(ckpt.parent.parent)

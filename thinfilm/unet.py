@@ -8,12 +8,13 @@ classifier-free guidance; a partly-NaN vector conditions on the known fields onl
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+
+from thinfilm.config import ModelConfig, model_problem
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -112,86 +113,89 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """Conditional UNet: x_t [B, 1, R, R], t [B], cond [B, C] -> prediction [B, 1, R, R]."""
+    """Conditional UNet: x_t [B, 1, R, R], t [B], cond [B, C] -> prediction [B, 1, R, R]; its widths, depth
+    and head as a `[model]` config section (`spec`) says."""
 
-    def __init__(self, n_conditions: int, resolution: int, channels: Sequence[int] = (128, 128, 256, 256, 512, 512),
-                 layers_per_block: int = 2, attention_levels: Sequence[int] = (4,), mid_attention: bool = True,
-                 head_channels: int = 64, dropout: float = 0.0, in_channels: int = 1, patch_size: int = 1,
-                 coords: bool = False, unpatch: str = "shuffle", channels_last: bool = False,
-                 low_precision_norm: bool = False, cond_fourier: int = 0):
+    def __init__(self, n_conditions: int, resolution: int, spec: ModelConfig | None = None, in_channels: int = 1):
         super().__init__()
-        levels = len(channels)
-        factor = patch_size * 2 ** (levels - 1)
-        if resolution % factor:
-            raise ValueError(f"data.resolution {resolution} is not divisible by {factor} (model.patch_size "
-                             f"{patch_size} x 2^{levels - 1} for {levels} levels in model.channels); "
-                             f"pick a multiple of {factor}")
-        bad = [a for a in attention_levels if not 0 <= a < levels]
-        if bad:
-            raise ValueError(f"model.attention_levels {bad} outside 0..{levels - 1}")
-        self.n_conditions, self.resolution = n_conditions, resolution
-        emb_dim = 4 * channels[0]
-        self.time_dim = channels[0]
-        self.time_mlp = nn.Sequential(nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.cond_embed = ConditionEmbedding(n_conditions, emb_dim, cond_fourier)
+        spec = spec or ModelConfig()
+        problem = model_problem(resolution, spec)
+        if problem:
+            raise ValueError(problem)
+        self.n_conditions, self.resolution, self.in_channels = n_conditions, resolution, in_channels
+        emb_dim = 4 * spec.channels[0]
+        self.time_dim = spec.channels[0]
+        self.time_mlp = nn.Sequential(nn.Linear(spec.channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.cond_embed = ConditionEmbedding(n_conditions, emb_dim, spec.cond_fourier)
         # patch_size p folds p x p pixels into channels (Hoogeboom et al. 2023, "simple diffusion"):
         # the UNet runs at R/p for a p^2-fold saving; coords appends x/y position maps (CoordConv).
-        self.patch_size, self.coords = patch_size, coords
-        self.conv_in = nn.Conv2d(in_channels * patch_size**2 + 2 * coords, channels[0], 3, padding=1)
+        self.patch_size, self.coords = spec.patch_size, spec.coords
+        self.conv_in = nn.Conv2d(in_channels * spec.patch_size**2 + 2 * spec.coords, spec.channels[0], 3, padding=1)
+        c = self._levels(spec, emb_dim)
+        if spec.patch_size == 1:
+            self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3, padding=1)))
+        else:
+            self._head(c, spec, emb_dim)
+        if spec.channels_last:  # NHWC weights: every convolution then returns NHWC, the first one's NCHW input too
+            self.to(memory_format=torch.channels_last)
+        for module in self.modules():
+            if isinstance(module, GroupNorm):
+                module.low_precision = spec.low_precision_norm
 
-        block = lambda a, b: ResBlock(a, b, emb_dim, dropout)  # noqa: E731
-        attn = lambda c, level: Attention(c, head_channels) if level in attention_levels else nn.Identity()  # noqa: E731
+    def _levels(self, spec: ModelConfig, emb_dim: int) -> int:
+        """The down path, the middle and the up path with its skips; returns the last width."""
+        channels, levels = spec.channels, len(spec.channels)
+        block = lambda a, b: ResBlock(a, b, emb_dim, spec.dropout)  # noqa: E731
+        attn = lambda c, level: (Attention(c, spec.head_channels) if level in spec.attention_levels  # noqa: E731
+                                 else nn.Identity())
         self.down, skips, c = nn.ModuleList(), [channels[0]], channels[0]
         for level, width in enumerate(channels):
-            for _ in range(layers_per_block):
+            for _ in range(spec.layers_per_block):
                 self.down.append(nn.ModuleList([block(c, width), attn(width, level)]))
                 c = width
                 skips.append(c)
             if level < levels - 1:
                 self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 skips.append(c)
-        self.mid = nn.ModuleList([block(c, c), Attention(c, head_channels) if mid_attention else nn.Identity(),
-                                  block(c, c)])
+        self.mid = nn.ModuleList([block(c, c), Attention(c, spec.head_channels) if spec.mid_attention
+                                  else nn.Identity(), block(c, c)])
         self.up = nn.ModuleList()
         for level, width in reversed(list(enumerate(channels))):
-            for _ in range(layers_per_block + 1):
+            for _ in range(spec.layers_per_block + 1):
                 self.up.append(nn.ModuleList([block(c + skips.pop(), width), attn(width, level)]))
                 c = width
             if level > 0:
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                              nn.Conv2d(c, c, 3, padding=1)))
-        if patch_size == 1:
-            self.out = nn.Sequential(_norm(c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3, padding=1)))
+        return c
+
+    def _head(self, c: int, spec: ModelConfig, emb_dim: int) -> None:
+        """patch_size > 1: unfold the patches back to pixels, then one full-resolution ResBlock that also sees
+        x_t itself: per-pixel detail no longer has to travel through patch channels (docs/experiments.md, "A
+        full-resolution head"). "shuffle" gives each pixel of a patch its own channels (and biases): a flat
+        region comes out with a faint 2x2 phase pattern; "resize" upsamples and convolves at full resolution,
+        the same filter at every pixel (#unpatch)."""
+        k, p, n = max(8, c // 2), spec.patch_size, self.in_channels
+        if spec.unpatch == "shuffle":
+            back = [nn.Conv2d(c, (k - n) * p**2, 3, padding=1), nn.PixelShuffle(p)]
+        elif spec.unpatch == "resize":
+            back = [nn.Conv2d(c, 2 * k, 3, padding=1), nn.Upsample(scale_factor=p, mode="nearest"),
+                    nn.Conv2d(2 * k, k - n, 3, padding=1)]
         else:
-            # unfold the patches back to pixels, then one full-resolution ResBlock that also sees x_t
-            # itself: per-pixel detail no longer has to travel through patch channels
-            # (docs/experiments.md, "A full-resolution head"). "shuffle" gives each pixel of a patch its
-            # own channels (and biases): a flat region comes out with a faint 2x2 phase pattern;
-            # "resize" upsamples and convolves at full resolution, the same filter at every pixel (#unpatch).
-            k = max(8, c // 2)
-            if unpatch == "shuffle":
-                back = [nn.Conv2d(c, (k - in_channels) * patch_size**2, 3, padding=1), nn.PixelShuffle(patch_size)]
-            elif unpatch == "resize":
-                back = [nn.Conv2d(c, 2 * k, 3, padding=1), nn.Upsample(scale_factor=patch_size, mode="nearest"),
-                        nn.Conv2d(2 * k, k - in_channels, 3, padding=1)]
-            else:
-                raise ValueError(f"model.unpatch {unpatch!r}: use shuffle or resize")
-            self.unpatch = nn.Sequential(_norm(c), nn.SiLU(), *back)
-            self.head_block = ResBlock(k, k, emb_dim)
-            self.out = nn.Sequential(_norm(k), nn.SiLU(), _zero(nn.Conv2d(k, in_channels, 3, padding=1)))
-        if channels_last:       # NHWC weights: every convolution then returns NHWC, the first one's NCHW input too
-            self.to(memory_format=torch.channels_last)
-        for module in self.modules():
-            if isinstance(module, GroupNorm):
-                module.low_precision = low_precision_norm
+            raise ValueError(f"model.unpatch {spec.unpatch!r}: use shuffle or resize")
+        self.unpatch = nn.Sequential(_norm(c), nn.SiLU(), *back)
+        self.head_block = ResBlock(k, k, emb_dim)
+        self.out = nn.Sequential(_norm(k), nn.SiLU(), _zero(nn.Conv2d(k, n, 3, padding=1)))
 
     @classmethod
     def from_config(cls, cfg) -> "UNet":
         """The network an experiment config describes (contract: used by the peer benchmark too)."""
-        m = cfg.model
-        return cls(len(cfg.data.columns), cfg.data.resolution, m.channels, m.layers_per_block,
-                   m.attention_levels, m.mid_attention, m.head_channels, m.dropout, 1, m.patch_size, m.coords,
-                   m.unpatch, m.channels_last, m.low_precision_norm, m.cond_fourier)
+        return cls(len(cfg.data.columns), cfg.data.resolution, cfg.model)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """What one frame is in the network's space: (channels, height, width)."""
+        return self.in_channels, self.resolution, self.resolution
 
     @staticmethod
     def null_condition(cond: Tensor) -> Tensor:
