@@ -195,9 +195,10 @@ def test_report_has_every_part(regressor, drawn, synth_dir, tmp_path):
         gen_mae = np.abs(gen_read[c] - gen_asked[c]).mean()
         real_mae = np.abs(real_read[c] - real_asked[c]).mean()
         assert col["visible"] == (c not in ("x7", "x8"))
-        assert col["generated"]["mae"] == pytest.approx(gen_mae, rel=1e-5, abs=1e-9)
-        assert col["real"]["mae"] == pytest.approx(real_mae, rel=1e-5, abs=1e-9)
-        assert col["ratio"] == pytest.approx(gen_mae / real_mae, rel=1e-4)
+        # (bf16 readings of differently composed batches differ by ~2e-4 relative on AMX / AVX-512 BF16 CPUs)
+        assert col["generated"]["mae"] == pytest.approx(gen_mae, rel=2e-3, abs=1e-9)
+        assert col["real"]["mae"] == pytest.approx(real_mae, rel=2e-3, abs=1e-9)
+        assert col["ratio"] == pytest.approx(gen_mae / real_mae, rel=4e-3)
         assert col["ratio_low"] <= col["ratio"] <= col["ratio_high"]
         assert 0 <= col["excess_low"] <= col["excess"] <= col["excess_high"]          # in the column's units
     assert {"kid", "floor", "kid_all", "n_generated", "n_real"} <= set(report["kid"]) and report["kid"]["n_real"] == 12

@@ -45,6 +45,7 @@ UNTESTED = {
     "OUT=results bash experiments/gpu_bench.sh": "needs a GPU",
     "--set train.steps=3600 --set train.max_minutes=0": "a 25-min training run; overrides as every run takes them",
     "--resume RUN_DIR|CKPT|latest": "a synopsis; test_train resumes from a folder, a file and 'latest'",
+    "--set sample.KEY=VALUE": "a synopsis; test_sample draws with --config's [sample] section and --set sample.*",
 }
 # what a command writes, relative to the folder it runs in, and what must hold of it (after substitution)
 WRITES = {

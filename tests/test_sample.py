@@ -51,6 +51,22 @@ def test_same_seed_same_frame_at_any_batch_size(ckpt, synth_dir, tmp_path):
     assert not np.array_equal(frames(tmp_path / "b1")[0], frames(tmp_path / "other")[0])
 
 
+def test_config_and_set_change_how_a_checkpoint_draws(ckpt, tmp_path, capsys):
+    """--config's [sample] section, then --set sample.*, then the flags, over the checkpoint's own section: the
+    closing line says what was drawn, and the frames follow it (the same seed, other steps: other frames)."""
+    toml = tmp_path / "quick.toml"
+    toml.write_text('[model]\nchannels = [1]\n[sample]\nsteps = 2\nspacing = "trailing"\neta = 0.0\n')
+    run("--ckpt", ckpt, "--values", "x3=0.05", "--out", tmp_path / "a", "--config", toml)
+    run("--ckpt", ckpt, "--values", "x3=0.05", "--out", tmp_path / "b", "--config", toml, "--set", "sample.steps=3")
+    run("--ckpt", ckpt, "--values", "x3=0.05", "--out", tmp_path / "c", "--config", toml, "--set", "sample.steps=3",
+        "--steps", "2")
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote")]
+    assert ["2 trailing steps, eta 0" in said[0], "3 trailing steps" in said[1], "2 trailing steps" in said[2]] == [
+        True] * 3
+    a, b, c = (frames(tmp_path / x)[0] for x in "abc")
+    assert np.array_equal(a, c) and not np.array_equal(a, b)
+
+
 def test_a_path_is_one_specimen(ckpt, synth_dir, tmp_path):
     """--path draws every row from the same start noise with a deterministic sampler: two rows with the same
     measurements give the same frame, and each frame is the one drawn alone for its row with that noise;

@@ -212,7 +212,8 @@ def specimen(args: argparse.Namespace, cfg: Config, norm: Normalizer) -> Specime
 def sample_config(cfg: Config, args: argparse.Namespace) -> Config:
     """The checkpoint's config with the command line's sampling changes, in this order: --config's [sample]
     section, each --set sample.KEY=VALUE, each flag (which sets one sample key); then `config.validate`.
-    Only [sample] keys change how a trained network draws: anything else is refused."""
+    Only [sample] keys change how a trained network draws: --set refuses any other, --config's other
+    sections are named as not applied."""
     changes: list[tuple[str, object, str]] = []
     if args.config:
         try:
@@ -220,6 +221,10 @@ def sample_config(cfg: Config, args: argparse.Namespace) -> Config:
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise ConfigError(f"--config {args.config}: not a readable TOML file ({err})") from None
         changes += [(f"sample.{k}", v, f"--config {args.config}") for k, v in tree.get("sample", {}).items()]
+        others = sorted(k for k, v in tree.items() if k != "sample" and isinstance(v, dict))
+        if others:
+            print(f"--config {args.config}: its [sample] section applies; [{'], ['.join(others)}] are the "
+                  "checkpoint's own (fixed by training)")
     for text in args.overrides:
         section, key, value = parse_override(text)
         if section != "sample":
