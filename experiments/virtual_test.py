@@ -39,7 +39,7 @@ STRENGTHS = (0.3, 0.5, 0.8)
 def texture(frames: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     """The film's fine texture: each frame less its Gaussian blur (sigma px), in the flat film, [N, P]."""
     high = frames.astype(np.float64) - gaussian_blur(frames, sigma)
-    return high[:, region_mask(frames.shape[-1], FLAT_ROWS, FILM_COLS)]
+    return high[:, region_mask(frames.shape[-2:], FLAT_ROWS, FILM_COLS)]
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -51,7 +51,7 @@ def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def flat_change(frames: np.ndarray) -> float:
     """Mean absolute change between consecutive frames in the flat film, levels."""
     d = np.abs(np.diff(frames.astype(np.float32), axis=0))
-    return float(d[:, region_mask(frames.shape[-1], FLAT_ROWS, FILM_COLS)].mean())
+    return float(d[:, region_mask(frames.shape[-2:], FLAT_ROWS, FILM_COLS)].mean())
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from thinfilm import train
-from thinfilm.config import Config, ConfigError, from_dict, load_config, to_toml, validate
+from thinfilm.config import Config, ConfigError, frame_size, from_dict, load_config, to_toml, validate
 from thinfilm.unet import UNet
 
 from conftest import DEFAULT, REPO
@@ -65,12 +65,13 @@ def test_file_errors(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512", "pmma_256_original", "pmma_512_original"])
+@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512", "pmma_256_original", "pmma_512_original",
+                                  "pmma_256_wide", "pmma_512_wide"])
 def test_shipped_experiments_build(name):
     cfg = load_config(str(REPO / "experiments" / f"{name}.toml"))
     with __import__("torch").device("meta"):
         net = UNet.from_config(cfg)
-    assert net.resolution == cfg.data.resolution and net.n_conditions == len(cfg.data.columns)
+    assert net.frame_shape == (1, *frame_size(cfg.data)) and net.n_conditions == len(cfg.data.columns)
 
 
 BAD_VALUES = [
@@ -123,7 +124,8 @@ def test_bad_values_fail_before_any_data_is_touched(tmp_path, override, message)
     assert not data.exists() and not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512", "pmma_256_original", "pmma_512_original"])
+@pytest.mark.parametrize("name", ["default", "pmma_256", "pmma_512", "pmma_256_original", "pmma_512_original",
+                                  "pmma_256_wide", "pmma_512_wide"])
 def test_shipped_experiments_are_valid(name):
     """Each shipped experiment validates, and holds every value its file sets (nothing dropped on the way)."""
     import tomllib

@@ -138,6 +138,20 @@ def test_normalizer_round_trip(kind):
     assert torch.isnan(encoded[0, 2]) and not torch.isnan(encoded[0, 3])
 
 
+def test_frames_of_any_shape_are_cached_apart(synth_dir, tmp_path):
+    """96 x 96 and 32 x 96 frames of the same split: two caches (keys and names differ), each of its shape, and
+    the 32 x 96 frame is the camera frame's ROI area-resized to that shape (the same as loading it alone)."""
+    table = read_table(synth_dir / "test.csv", [f"x{i}" for i in range(1, 9)])
+    files = resolve_all(table)
+    roi = (678, 0, 767, 2452)
+    square = cached_frames(table, files, roi, 96, tmp_path, progress=False)
+    wide = cached_frames(table, files, roi, [32, 96], tmp_path, progress=False)
+    assert square.shape[1:] == (96, 96) and wide.shape[1:] == (32, 96)
+    names = sorted(p.name for p in tmp_path.glob("*.npy"))
+    assert len(names) == 2 and any("-96px-" in n for n in names) and any("-32x96px-" in n for n in names)
+    assert np.array_equal(wide[3], load_frame(files[3], roi, [32, 96]))
+
+
 def test_cache_hit_and_rebuild(synth_dir, tmp_path):
     table = read_table(synth_dir / "test.csv", COLS)
     files = resolve_all(table)

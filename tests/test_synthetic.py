@@ -137,3 +137,17 @@ def test_texture_changes_texture_and_nothing_the_conditions_drive(tmp_path):
     mask = S.flat_mask(64)
     from thinfilm.metrics import grain
     assert grain(frames["none"], mask).mean() < 1.0 < 3.0 < grain(frames["camera"], mask).mean() < 6.0
+
+
+def test_measure_reads_the_same_marks_in_original_pixels_at_any_frame_shape(synth_dir):
+    """The same camera frames at 96 x 96 and at 32 x 96 (the ROI's aspect, a third of the pixels): rows and
+    columns are scaled to the ROI each on their own, so the mark separations read the same in original
+    pixels (within 1 px; both within 3 px of the truth, x5 / x6) and the strip's height within half a row
+    of the coarser frame (767 / 32 / 2 = 12 px). A reading that scaled rows by the width would be 3x off."""
+    table = read_table(synth_dir / "test.csv", [f"x{i}" for i in range(1, 9)])
+    files = resolve_all(table)
+    square, wide = (S.measure(np.stack([load_frame(f, S.ROI, size) for f in files])) for size in (96, [32, 96]))
+    assert np.abs(square[:, :2] - wide[:, :2]).max() < 1.0
+    assert np.abs(wide[:, :2] - table.values[:, 4:6]).mean(0).max() < 3.0
+    height = S.FEATURES.index("height")
+    assert np.abs(square[:, height] - wide[:, height]).max() < 767 / 32 / 2

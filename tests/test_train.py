@@ -14,7 +14,7 @@ from thinfilm import UserError, checkpoint, sample, train
 from thinfilm.data import load_splits
 from thinfilm.metrics import grain_level
 
-from conftest import DEFAULT, REPO, python_path, set_args, tiny_config, tiny_overrides
+from conftest import COLS, DEFAULT, REPO, python_path, set_args, tiny_config, tiny_overrides
 
 
 def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
@@ -34,6 +34,22 @@ def test_few_steps_write_checkpoint_config_and_events(run_train, tmp_path):
     assert f"grain = {d.grain}" in (run / "config.toml").read_text()
     with pytest.raises(checkpoint.CheckpointError, match="already exists"):
         run_train(tmp_path, "train.steps=3", "train.run_name=r")
+
+
+def test_a_run_at_the_rois_aspect_trains_samples_and_reads(run_train, synth_dir, tmp_path):
+    """data.resolution = [0, 32]: the ROI's aspect at 32 px wide (767 / 2452 x 32 = 10 -> 12, the network's
+    multiple of 4): the run trains on 12 x 32 frames, stores that shape, and sample and the regressor's reader
+    take frames of it (and refuse a square one, in one line)."""
+    from thinfilm.data import read_images
+    run = run_train(tmp_path, "train.steps=2", "train.run_name=wide", "data.resolution=[0, 32]")
+    loaded = checkpoint.load_model(run)
+    assert loaded.config.data.resolution == [12, 32] and loaded.net.frame_shape == (1, 12, 32)
+    sample.main(["--ckpt", str(run), "--conditions", str(synth_dir / "test.csv"), "--out", str(tmp_path / "o"),
+                 "--quiet", "--steps", "2"])
+    images = read_images(tmp_path / "o" / "manifest.csv", COLS, (678, 0, 767, 2452), [12, 32])
+    assert images.frames.shape == (12, 12, 32)
+    with pytest.raises(UserError, match=r"32x12 px \(width x height\), but the model reads 32x32 frames"):
+        read_images(tmp_path / "o" / "manifest.csv", COLS, (678, 0, 767, 2452), 32)
 
 
 def test_grain_skip_run_samples_without_keeping_grain(run_train, tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from thinfilm import cli
-from thinfilm.config import Config, add_config_args, load_config, validate
+from thinfilm.config import Config, add_config_args, frame_size, load_config, validate
 from thinfilm.data import Normalizer, Split, Table
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.runtime import pick_device, precision_name, require_cuda
@@ -41,11 +41,11 @@ PEAKS = {("H100", "bf16"): 989.0, ("H100", "fp32"): 67.0, ("H200", "bf16"): 989.
 def fake_split(cfg: Config, n: int = 64) -> tuple[Split, Normalizer]:
     """A training split of random frames and conditions: the step's cost does not depend on content."""
     rng = np.random.default_rng(0)
-    r, c = cfg.data.resolution, len(cfg.data.columns)
+    c = len(cfg.data.columns)
     values = rng.normal(size=(n, c))
     table = Table(Path("bench.csv"), [f"data1/{i:04d}.tif" for i in range(n)], values, list(cfg.data.columns))
     norm = Normalizer.fit(values, cfg.data.columns)
-    return Split(table, rng.integers(0, 256, (n, r, r), dtype=np.uint8), norm.encode(values)), norm
+    return Split(table, rng.integers(0, 256, (n, *frame_size(cfg.data)), dtype=np.uint8), norm.encode(values)), norm
 
 
 def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> float:
@@ -81,8 +81,8 @@ def bench(cfg: Config, device: torch.device, repeats: int = 5, compile: bool = F
     split, norm = fake_split(cfg)
     trainer = Trainer(cfg, split, split, norm, device)
     r, c = cfg.data.resolution, len(cfg.data.columns)
-    x, t, cond = torch.zeros(1, 1, r, r, device=device), torch.zeros(1, dtype=torch.long, device=device), \
-        torch.zeros(1, c, device=device)
+    x, t, cond = torch.zeros(1, 1, *frame_size(cfg.data), device=device), \
+        torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, c, device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         trainer.ema.model(x, t, cond)
     gflop = counter.get_total_flops() / 1e9

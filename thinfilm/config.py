@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from thinfilm import UserError
 
@@ -30,7 +31,8 @@ class DataConfig:
     root: str = ""                       # frame folder; "" = each CSV's own folder
     columns: list[str] = field(default_factory=lambda: [f"x{i}" for i in range(1, 9)])
     roi: list[int] = field(default_factory=lambda: [678, 0, 767, 2452])   # top, left, height, width
-    resolution: int = 512
+    resolution: int | list[int] = 512    # a square's side, or [height, width]; [0, width]: the ROI's aspect at
+                                         # that width, the height rounded to the network's multiple (`validate`)
     normalize: Literal["zscore", "minmax", "none"] = "zscore"
     cache_dir: str = "data/cache"
     synthetic: bool = False              # generate the built-in dataset where the CSVs point, if missing
@@ -173,6 +175,15 @@ def _sections() -> dict[str, type]:
 def _check_type(key: str, value: Any, hint: Any) -> Any:
     """Return `value` as `hint` (int widens to float), or raise naming the key and both types."""
     origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        for arm in typing.get_args(hint):
+            try:
+                return _check_type(key, value, arm)
+            except ConfigError:
+                pass
+        names = " or ".join(f"a list of {typing.get_args(a)[0].__name__}" if typing.get_origin(a) is list
+                            else a.__name__ for a in typing.get_args(hint))
+        raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
@@ -272,6 +283,8 @@ def validate(cfg: Config) -> Config:
     for ok, message in _rules(cfg):
         if not ok:
             raise ConfigError(message)
+    if isinstance(d.resolution, list) and len(d.resolution) == 2 and d.resolution[0] == 0:   # the ROI's aspect
+        d.resolution = [aspect_height(d.resolution[1], d.roi, network_multiple(m)), d.resolution[1]]
     problem = model_problem(d.resolution, m)
     if problem:
         raise ConfigError(problem)
@@ -296,15 +309,37 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def model_problem(resolution: int, m: ModelConfig) -> str | None:
-    """What makes a frame of `resolution` unfit for the network `m` describes (None: nothing); the one
-    place this rule lives (`validate` and `unet.UNet` both ask it)."""
-    factor = m.patch_size * 2 ** (len(m.channels) - 1)
-    if resolution % factor:
-        lower, upper = resolution // factor * factor, (resolution // factor + 1) * factor
-        return (f"data.resolution = {resolution} is not divisible by {factor} (model.patch_size {m.patch_size} x "
-                f"2^{len(m.channels) - 1} for {len(m.channels)} levels in model.channels): pick a multiple of "
-                f"{factor}, e.g. {upper if lower == 0 else lower}")
+def hw(resolution: int | Sequence[int]) -> tuple[int, int]:
+    """data.resolution as (height, width): one number is a square."""
+    return (resolution, resolution) if isinstance(resolution, int) else (int(resolution[0]), int(resolution[1]))
+
+
+def frame_size(d: DataConfig) -> tuple[int, int]:
+    """(height, width) of a frame in the network's space, as `validate` leaves data.resolution."""
+    return hw(d.resolution)
+
+
+def network_multiple(m: ModelConfig) -> int:
+    """What a frame's height and width must be multiples of: the patch size times one halving per level."""
+    return m.patch_size * 2 ** (len(m.channels) - 1)
+
+
+def aspect_height(width: int, roi: Sequence[int], multiple: int) -> int:
+    """The height that keeps the ROI's aspect (height / width) at `width`, rounded to `multiple` (at least one)."""
+    return max(multiple, int(round(width * roi[2] / roi[3] / multiple)) * multiple)
+
+
+def model_problem(resolution: int | Sequence[int], m: ModelConfig) -> str | None:
+    """What makes a frame of `resolution` (a side, or [height, width]) unfit for the network `m` describes
+    (None: nothing); the one place this rule lives (`validate` and `unet.UNet` both ask it)."""
+    factor = network_multiple(m)
+    for name, side in zip(("height", "width"), hw(resolution)):
+        if side % factor:
+            lower, upper = side // factor * factor, (side // factor + 1) * factor
+            what = f"data.resolution = {resolution}" + ("" if isinstance(resolution, int) else f": its {name} {side}")
+            return (f"{what} is not divisible by {factor} (model.patch_size {m.patch_size} x 2^{len(m.channels) - 1} "
+                    f"for {len(m.channels)} levels in model.channels): pick a multiple of {factor}, e.g. "
+                    f"{upper if lower == 0 else lower}")
     bad = [a for a in m.attention_levels if not 0 <= a < len(m.channels)]
     if bad:
         return (f"model.attention_levels = {bad}: levels are 0..{len(m.channels) - 1} (one per entry of "
@@ -321,7 +356,10 @@ def _data_rules(cfg: Config) -> list[tuple[bool, str]]:
     """The [data], [model] and [diffusion] ranges."""
     d, m, f = cfg.data, cfg.model, cfg.diffusion
     return [
-        (d.resolution >= 8, f"data.resolution = {d.resolution}: give the square's side in pixels, e.g. 64 or 256"),
+        (isinstance(d.resolution, int) and d.resolution >= 8 or isinstance(d.resolution, list)
+         and len(d.resolution) == 2 and d.resolution[0] >= 0 and min(d.resolution[1], d.resolution[0] or 8) >= 8,
+         f"data.resolution = {d.resolution}: give a square's side in pixels (e.g. 64), [height, width] (e.g. [32, "
+         f"96]) or [0, width] for the ROI's aspect at that width, each side 8 or more"),
         (len(d.roi) == 4 and min(d.roi[:2], default=-1) >= 0 and min(d.roi[2:], default=0) >= 1,
          f"data.roi = {d.roi}: give [top, left, height, width] in pixels, e.g. [678, 0, 767, 2452]"),
         (len(d.columns) >= 1 and len(set(d.columns)) == len(d.columns) and "filepath" not in d.columns,

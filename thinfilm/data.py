@@ -1,8 +1,9 @@
 """The data pipeline: CSV table, path rebasing, ROI crop + resize, condition normaliser, frame cache.
 
 A split is a CSV in the researcher's format (`filepath` + condition columns). Frames are cropped to
-`data.roi`, resized (box filter = area average, antialiased) to a `data.resolution` square and kept
-as uint8 in a memory-mapped cache, so no epoch after the first decodes a TIFF.
+`data.roi`, resized (box filter = area average, antialiased) to `data.resolution` (a square, or height x
+width: `config.frame_size`) and kept as uint8 in a memory-mapped cache, so no epoch after the first decodes
+a TIFF.
 
 Its command line is thinfilm.prepare (`bash run.sh data synth | split | inspect`, or `python -m
 thinfilm.prepare`), which imports this module and nothing imports back.
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from thinfilm import LEVELS, UserError
-from thinfilm.config import DataConfig
+from thinfilm.config import DataConfig, hw
 
 CACHE_VERSION = 1
 SYNTHETIC_VERSION = 2             # bump when the simulator draws other frames for the same settings
@@ -120,8 +121,9 @@ def resolve_all(table: Table, root: str | Path = "") -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------ frames
-def load_frame(path: Path, roi: Sequence[int], resolution: int) -> np.ndarray:
-    """Crop `roi` = (top, left, height, width) from a frame and resize it: uint8 [R, R].
+def load_frame(path: Path, roi: Sequence[int], resolution: int | Sequence[int]) -> np.ndarray:
+    """Crop `roi` = (top, left, height, width) from a frame and resize it to `resolution` (a side, or
+    [height, width]): uint8 [H, W].
 
     8- and 16-bit (and float) grayscale are scaled by their full range, RGB is converted to luma.
     """
@@ -148,20 +150,20 @@ def load_frame(path: Path, roi: Sequence[int], resolution: int) -> np.ndarray:
         scale = float(np.iinfo(array.dtype).max)
     else:
         scale = 1.0                                     # float frames: taken to be in [0, 1]
-    small = Image.fromarray(array.astype(np.float32) * (255.0 / scale)).resize(
-        (resolution, resolution), Image.Resampling.BOX)
+    h, w = hw(resolution)
+    small = Image.fromarray(array.astype(np.float32) * (255.0 / scale)).resize((w, h), Image.Resampling.BOX)
     return np.clip(np.asarray(small), 0, 255).round().astype(np.uint8)
 
 
 def to_network(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [..., R, R] -> float [..., 1, R, R] in [-1, 1] (the network's space)."""
+    """uint8 [..., H, W] -> float [..., 1, H, W] in [-1, 1] (the network's space)."""
     x = frames if isinstance(frames, torch.Tensor) else torch.tensor(np.asarray(frames))   # copied: memmaps are
     # read-only, which torch warns about
     return (x.float() / LEVELS - 1).unsqueeze(-3)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float [..., 1, R, R] in [-1, 1] -> uint8 [..., R, R]."""
+    """float [..., 1, H, W] in [-1, 1] -> uint8 [..., H, W]."""
     return ((x.squeeze(-3).clamp(-1, 1) + 1) * LEVELS).round().to(torch.uint8).cpu().numpy()
 
 
@@ -183,8 +185,14 @@ def stretch(x: torch.Tensor, cond: torch.Tensor, s: torch.Tensor, columns: torch
 
 
 # ------------------------------------------------------------------------------------- cache
-def _cache_key(table: Table, files: list[Path], roi: Sequence[int], resolution: int) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION} {list(roi)} {resolution}".encode())
+def size_label(resolution: int | Sequence[int]) -> str:
+    """'64' for a square (the caches of earlier versions keep their names), '32x96' for height x width."""
+    h, w = hw(resolution)
+    return f"{h}" if h == w else f"{h}x{w}"
+
+
+def _cache_key(table: Table, files: list[Path], roi: Sequence[int], resolution: int | Sequence[int]) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION} {list(roi)} {size_label(resolution)}".encode())
     h.update(table.csv.read_bytes())
     for f in files:
         st = f.stat()
@@ -192,9 +200,9 @@ def _cache_key(table: Table, files: list[Path], roi: Sequence[int], resolution: 
     return h.hexdigest()[:16]
 
 
-def cached_frames(table: Table, files: list[Path], roi: Sequence[int], resolution: int,
+def cached_frames(table: Table, files: list[Path], roi: Sequence[int], resolution: int | Sequence[int],
                   cache_dir: str | Path, progress: bool = True) -> np.ndarray:
-    """The split's frames as uint8 [N, R, R], memory-mapped from a cache built on first use.
+    """The split's frames as uint8 [N, H, W], memory-mapped from a cache built on first use.
 
     The key covers the CSV's bytes, every frame's path, size and mtime, the ROI and the resolution:
     any change builds a new cache (and removes that CSV's stale one) instead of reusing it. The name
@@ -205,11 +213,11 @@ def cached_frames(table: Table, files: list[Path], roi: Sequence[int], resolutio
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     where = hashlib.sha1(str(table.csv.resolve()).encode()).hexdigest()[:6]
-    stem = f"{table.csv.stem}-{where}-{resolution}px-"
+    stem = f"{table.csv.stem}-{where}-{size_label(resolution)}px-"
     path = cache_dir / f"{stem}{_cache_key(table, files, roi, resolution)}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")
-    frames = np.empty((len(files), resolution, resolution), np.uint8)
+    frames = np.empty((len(files), *hw(resolution)), np.uint8)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         jobs = pool.map(lambda f: load_frame(f, roi, resolution), files)
         for i, frame in enumerate(tqdm(jobs, total=len(files), desc=f"caching {table.csv.name}",
@@ -225,15 +233,15 @@ def cached_frames(table: Table, files: list[Path], roi: Sequence[int], resolutio
 
 
 class Images(NamedTuple):
-    """Frames read for judging: names as listed, uint8 [N, R, R], raw conditions [N, C] (NaN = not given)."""
+    """Frames read for judging: names as listed, uint8 [N, H, W], raw conditions [N, C] (NaN = not given)."""
     names: list[str]
     frames: np.ndarray
     values: np.ndarray
 
 
-def read_images(csv: str | Path, columns: Sequence[str], roi: Sequence[int], resolution: int, root: str = "",
-                need_values: bool = False, cache_dir: str | Path | None = None) -> Images:
-    """Frames listed by a sample manifest (`file` column: square PNGs in the network's ROI space, relative
+def read_images(csv: str | Path, columns: Sequence[str], roi: Sequence[int], resolution: int | Sequence[int],
+                root: str = "", need_values: bool = False, cache_dir: str | Path | None = None) -> Images:
+    """Frames listed by a sample manifest (`file` column: PNGs in the network's ROI space, relative
     to the manifest) or by a seed-format CSV (`filepath`: camera frames, cropped and resized like training
     data, cached under `cache_dir` when given). need_values: every column must be present and finite."""
     csv = Path(csv)
@@ -268,9 +276,9 @@ def read_images(csv: str | Path, columns: Sequence[str], roi: Sequence[int], res
         if not path.is_file():
             raise DataError(f"{csv}: line {i + 2}: frame {path} not found")
         image = Image.open(path)
-        if image.size != (resolution, resolution):
-            raise DataError(f"{path}: {image.width}x{image.height} px, but the model reads "
-                            f"{resolution}x{resolution} frames (data.resolution); sample at that resolution")
+        if image.size != hw(resolution)[::-1]:
+            raise DataError(f"{path}: {image.width}x{image.height} px (width x height), but the model reads "
+                            f"{hw(resolution)[1]}x{hw(resolution)[0]} frames (data.resolution); sample at that size")
         frames.append(np.asarray(image.convert("L")))
     return Images(manifest.file.astype(str).tolist(), np.stack(frames), values)
 
@@ -327,7 +335,7 @@ class Normalizer:
 # ------------------------------------------------------------------------------------ splits
 @dataclass
 class Split:
-    """A split ready for training: uint8 frames [N, R, R] and normalised conditions [N, C]."""
+    """A split ready for training: uint8 frames [N, H, W] and normalised conditions [N, C]."""
     table: Table
     frames: np.ndarray
     conditions: torch.Tensor

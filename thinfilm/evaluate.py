@@ -319,13 +319,14 @@ def write_report(report: dict[str, Any], out: Path) -> None:
 
 
 def region_picture(mean: np.ndarray, region: Region, path: Path, side: int = 256) -> None:
-    """The mean real frame [R, R] with the texture region tinted red, enlarged to `side` px."""
+    """The mean real frame [H, W] with the texture region tinted red, enlarged to `side` px wide (its aspect kept)."""
     from PIL import Image
 
     gray = np.clip(mean, 0, 255)
     rgb = np.stack([gray] * 3, axis=-1)
     rgb[region.mask] = 0.55 * rgb[region.mask] + 0.45 * np.array([255.0, 0.0, 0.0])
-    Image.fromarray(rgb.round().astype(np.uint8)).resize((side, side), Image.Resampling.NEAREST).save(path)
+    height = max(1, round(side * mean.shape[0] / mean.shape[1]))
+    Image.fromarray(rgb.round().astype(np.uint8)).resize((side, height), Image.Resampling.NEAREST).save(path)
 
 
 def _precision_lines(columns: dict[str, dict[str, Any]], who: str) -> list[str]:
@@ -385,9 +386,10 @@ def _distance_lines(report: dict[str, Any]) -> list[str]:
              "whole frame": "the whole frame (no flat region found: set data.flat_region)"}[g["how"]]
     bands = ", ".join(f"{b.removeprefix('band_ratio_')} {v:.2f}" for b, v in t.items() if b.startswith("band_ratio"))
     lines += ["", f"**Texture** in {where}: {g['pixels']} pixels ({100 * g['fraction']:.0f} % of the frame), rows "
-              f"{g['rows'][0]}-{g['rows'][1]}, columns {g['cols'][0]}-{g['cols'][1]} of {g['resolution']}, mean level "
-              f"{g['level']:.0f} (red in texture_region.png). High-pass std {t['grain_generated']:.2f} levels "
-              f"generated vs {t['grain_real']:.2f} real (ratio {t['grain_ratio']:.2f}); power per octave band, "
+              f"{g['rows'][0]}-{g['rows'][1]}, columns {g['cols'][0]}-{g['cols'][1]} of {g['shape'][0]} x "
+              f"{g['shape'][1]}, mean level {g['level']:.0f} (red in texture_region.png). High-pass std "
+              f"{t['grain_generated']:.2f} levels generated vs {t['grain_real']:.2f} real (ratio "
+              f"{t['grain_ratio']:.2f}); power per octave band, "
               f"generated / real: {bands} ({t['n_generated']} and {t['n_real']} frames).", "",
               "![texture region](texture_region.png)"]
     return lines

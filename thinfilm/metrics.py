@@ -1,7 +1,7 @@
 """Statistics that judge frames and predictions without a simulator: R², MAE, bootstrap intervals, KID,
 Fréchet distance, and texture (high-pass std, power per octave band).
 
-Everything here is plain numpy on arrays: frames are [N, R, R] in 8-bit levels (uint8 or float),
+Everything here is plain numpy on arrays: frames are [N, H, W] in 8-bit levels (uint8 or float),
 features [N, D], predictions and targets [N] or [N, C].
 """
 from __future__ import annotations
@@ -127,28 +127,28 @@ def levels(frames: np.ndarray) -> np.ndarray:
 
 
 def highpass(frames: np.ndarray) -> np.ndarray:
-    """Each pixel minus the mean of its 3x3 neighbourhood (itself included): [N, R, R] -> [N, R-2, R-2]."""
+    """Each pixel minus the mean of its 3x3 neighbourhood (itself included): [N, H, W] -> [N, H-2, W-2]."""
     f = levels(frames)
-    r = f.shape[-1]
-    box = sum(f[:, i:r - 2 + i, j:r - 2 + j] for i in range(3) for j in range(3)) / 9
+    h, w = f.shape[-2:]
+    box = sum(f[:, i:h - 2 + i, j:w - 2 + j] for i in range(3) for j in range(3)) / 9
     return f[:, 1:-1, 1:-1] - box
 
 
 class Region(NamedTuple):
-    """Where texture is measured: a boolean mask [R, R] and how it was chosen."""
+    """Where texture is measured: a boolean mask [H, W] and how it was chosen."""
     mask: np.ndarray
     how: str                    # "found" (`flat_region`), "data.flat_region" (given) or "whole frame"
 
     def describe(self, frames: np.ndarray) -> dict[str, Any]:
-        """For a report: how, size, bounding box (rows, cols at this resolution) and mean level in `frames`."""
+        """For a report: how, size, bounding box (rows, cols at this frame size) and mean level in `frames`."""
         rows, cols = np.nonzero(self.mask)
         return {"how": self.how, "pixels": int(self.mask.sum()), "fraction": float(self.mask.mean()),
                 "rows": [int(rows.min()), int(rows.max()) + 1], "cols": [int(cols.min()), int(cols.max()) + 1],
-                "resolution": int(self.mask.shape[0]), "level": float(levels(frames)[:, self.mask].mean())}
+                "shape": [int(v) for v in self.mask.shape], "level": float(levels(frames)[:, self.mask].mean())}
 
 
 def _near(edges: np.ndarray, radius: int) -> np.ndarray:
-    """Dilation of boolean [N, R, R] maps by a (2 radius + 1)^2 square (box sums from an integral image)."""
+    """Dilation of boolean [N, H, W] maps by a (2 radius + 1)^2 square (box sums from an integral image)."""
     if radius == 0:
         return edges
     n, h, w = edges.shape
@@ -160,7 +160,7 @@ def _near(edges: np.ndarray, radius: int) -> np.ndarray:
 
 
 def flat_region(frames: np.ndarray, most: int = 64, busy: float = 0.05) -> Region:
-    """Where the film is flat in real frames [N, R, R]: the pixels that are away from every edge in all but
+    """Where the film is flat in real frames [N, H, W]: the pixels that are away from every edge in all but
     `busy` of the frames (strip edges, marks wherever they move, crazes, the fracture gap), so that only the
     film's texture varies there, found from the frames alone (no geometry assumed). Edges: the gradient of
     each frame blurred at R / 64 px, as the height of the step it would be, above 15 % of the frames' level
@@ -170,8 +170,8 @@ def flat_region(frames: np.ndarray, most: int = 64, busy: float = 0.05) -> Regio
     No flat pixel at all (tiny frames): the whole frame, and `how` says so."""
     f = levels(frames)
     f = f[np.linspace(0, len(f) - 1, min(len(f), most)).round().astype(int)]
-    r = f.shape[-1]
-    sigma = max(1.0, r / 64)
+    h, w = f.shape[-2:]
+    sigma = max(1.0, max(h, w) / 64)
     blurred = gaussian_blur(f, sigma)
     dy, dx = np.gradient(blurred, axis=(1, 2))
     step = np.hypot(dy, dx) * sigma * math.sqrt(2 * math.pi)          # an ideal step of height h reads ~h
@@ -180,10 +180,10 @@ def flat_region(frames: np.ndarray, most: int = 64, busy: float = 0.05) -> Regio
     margin = int(math.ceil(2 * sigma))
     flat = _near(step > 0.15 * span, margin).mean(0) <= busy
     border = np.zeros_like(flat)
-    border[margin:r - margin, margin:r - margin] = True
+    border[margin:h - margin, margin:w - margin] = True
     flat &= border
     if not flat.any():
-        return Region(np.ones((r, r), dtype=bool), "whole frame")
+        return Region(np.ones((h, w), dtype=bool), "whole frame")
     level = mean[flat]
     groups = [flat]
     cut = _otsu(level)
@@ -199,18 +199,18 @@ def flat_region(frames: np.ndarray, most: int = 64, busy: float = 0.05) -> Regio
 
 
 def texture_region(frames: np.ndarray, box: Sequence[int] = (), roi: Sequence[int] = ()) -> Region:
-    """Where texture is measured in frames [N, R, R] cropped to `roi` (top, left, height, width, camera px):
+    """Where texture is measured in frames [N, H, W] cropped to `roi` (top, left, height, width, camera px):
     the `box` given in the same camera pixels (`data.flat_region`), else the flat film `flat_region` finds."""
     if not box:
         return flat_region(frames)
-    r = np.shape(frames)[-1]
+    h, w = np.shape(frames)[-2:]
     top, left, height, width = (int(v) for v in box)
 
-    def span(start: int, length: int, origin: int, size: int) -> slice:
+    def span(start: int, length: int, origin: int, size: int, r: int) -> slice:
         lo = int(round((start - origin) / size * r))
         return slice(lo, max(int(round((start + length - origin) / size * r)), lo + 1))
-    mask = np.zeros((r, r), dtype=bool)
-    mask[span(top, height, roi[0], roi[2]), span(left, width, roi[1], roi[3])] = True
+    mask = np.zeros((h, w), dtype=bool)
+    mask[span(top, height, roi[0], roi[2], h), span(left, width, roi[1], roi[3], w)] = True
     return Region(mask, "data.flat_region")
 
 
@@ -227,24 +227,27 @@ def _otsu(values: np.ndarray, bins: int = 64) -> float | None:
     return float(edges[1:-1][np.argmax(w0 * w1 * (m0 - m1) ** 2)])
 
 
-def region_mask(r: int, rows: tuple[float, float], cols: Sequence[tuple[float, float]]) -> np.ndarray:
-    """A boolean [r, r] mask of the row band `rows` and column bands `cols`, given as fractions of r."""
-    mask = np.zeros((r, r), dtype=bool)
-    band = lambda lo, hi: slice(int(round(lo * r)), max(int(round(hi * r)), int(round(lo * r)) + 1))  # noqa: E731
+def region_mask(size: int | Sequence[int], rows: tuple[float, float],
+                cols: Sequence[tuple[float, float]]) -> np.ndarray:
+    """A boolean [H, W] mask (`size`: a side or (H, W)) of the row band `rows`, a fraction of H, and the column
+    bands `cols`, fractions of W."""
+    h, w = (size, size) if isinstance(size, int) else size
+    mask = np.zeros((h, w), dtype=bool)
+    band = lambda lo, hi, r: slice(int(round(lo * r)), max(int(round(hi * r)), int(round(lo * r)) + 1))  # noqa: E731
     for lo, hi in cols:
-        mask[band(*rows), band(lo, hi)] = True
+        mask[band(*rows, h), band(lo, hi, w)] = True
     return mask
 
 
 def grain(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-frame texture: the std of the high-pass image (`highpass`) over the pixels of `mask` [R, R],
-    in 8-bit levels: [N, R, R] -> [N]. White noise of std s gives s * sqrt(8/9); a smooth image ~0."""
+    """Per-frame texture: the std of the high-pass image (`highpass`) over the pixels of `mask` [H, W],
+    in 8-bit levels: [N, H, W] -> [N]. White noise of std s gives s * sqrt(8/9); a smooth image ~0."""
     hp = highpass(frames)
     return hp[:, mask[1:-1, 1:-1]].std(1)
 
 
 def grain_level(frames: np.ndarray, pixels: int = 2**24) -> float:
-    """The fine grain of whole frames [N, R, R], 8-bit levels: a robust std (1.4826 x the median absolute
+    """The fine grain of whole frames [N, H, W], 8-bit levels: a robust std (1.4826 x the median absolute
     deviation) of `highpass` over every pixel, so that edges and marks, a few pixels in a frame, barely
     count (they bias it upward by about the fraction of pixels they cover). White noise of std s gives
     s (`grain` gives s sqrt(8/9)); flat frames quantised to 8 bits give ~0. Frames evenly spaced over
@@ -257,7 +260,7 @@ def grain_level(frames: np.ndarray, pixels: int = 2**24) -> float:
 
 
 def gaussian_blur(frames: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of [N, R, R] frames through the FFT, edges reflected (3 sigma of padding)."""
+    """Gaussian blur of [N, H, W] frames through the FFT, edges reflected (3 sigma of padding)."""
     if sigma == 0:
         return np.asarray(frames, np.float64)
     pad = int(math.ceil(3 * sigma))
@@ -273,9 +276,9 @@ OCTAVES = (0.0, 1.0, 2.0, 4.0, 8.0)       # Gaussian scales (px) bounding the oc
 
 
 def octave_power(frames: np.ndarray, mask: np.ndarray, scales: Sequence[float] = OCTAVES) -> np.ndarray:
-    """Power per octave band inside `mask` [R, R]: band k is the difference of Gaussian blurs at
+    """Power per octave band inside `mask` [H, W]: band k is the difference of Gaussian blurs at
     scales[k] and scales[k + 1] (a band-pass one octave wide, radially symmetric: a local power
-    spectrum), its variance over the masked pixels averaged over frames. [N, R, R] -> [K], levels².
+    spectrum), its variance over the masked pixels averaged over frames. [N, H, W] -> [K], levels².
     Local, because a whole frame's spectrum is dominated by the strip's edges and marks."""
     blurred = [gaussian_blur(levels(frames), s) for s in scales]
     return np.array([(blurred[k] - blurred[k + 1])[:, mask].var(1).mean() for k in range(len(scales) - 1)])
@@ -304,7 +307,7 @@ class TextureReport(NamedTuple):
 
 
 def texture(generated: np.ndarray, real: np.ndarray, mask: np.ndarray) -> TextureReport:
-    """Grain and power per octave band in `mask` of generated [N, R, R] against real [M, R, R] frames."""
+    """Grain and power per octave band in `mask` of generated [N, H, W] against real [M, H, W] frames."""
     gen_grain, real_grain = grain(generated, mask).mean(), grain(real, mask).mean()
     gen_power, real_power = octave_power(generated, mask), octave_power(real, mask)
     ratio = [float(a / b) if b > 0 else math.nan for a, b in zip(gen_power, real_power)]

@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from thinfilm import cli
-from thinfilm.config import DataConfig, add_config_args, load_config, validate
+from thinfilm.config import DataConfig, add_config_args, frame_size, load_config, validate
 from thinfilm.data import (
     DataError,
     ensure_synthetic,
@@ -54,7 +54,7 @@ def inspect(cfg: DataConfig, preview: Path, count: int = 8) -> str:
     crops = [load_frame(files[0][i], cfg.roi, cfg.resolution) for i in pick]
     Image.fromarray(np.concatenate(crops, axis=1)).save(preview)
     lines.append(f"preview of {len(crops)} training crops as the network sees them "
-                 f"({cfg.resolution}x{cfg.resolution}): {preview}")
+                 f"({frame_size(cfg)[1]}x{frame_size(cfg)[0]}, width x height): {preview}")
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ import torchvision
 from torch import Tensor, nn
 
 from thinfilm import UserError, checkpoint, cli
-from thinfilm.config import Config, add_config_args, load_config, to_toml, validate
+from thinfilm.config import Config, add_config_args, frame_size, load_config, to_toml, validate
 from thinfilm.data import Normalizer, Split, load_splits, read_images, series_of, split_series, stretch, to_network
 from thinfilm.metrics import mae, r2
 from thinfilm.runtime import autocast, autocast_dtype, pick_device
@@ -95,11 +95,11 @@ class Readout(NamedTuple):
 @torch.no_grad()
 def read(loaded: Loaded, frames: np.ndarray, device: torch.device, amp: torch.dtype | None = None,
          batch_size: int = 64) -> Readout:
-    """Apply the regressor to uint8 frames [N, R, R] of its resolution."""
-    r = loaded.config.data.resolution
-    if frames.shape[1:] != (r, r):
-        raise RegressionError(f"frames of {frames.shape[2]}x{frames.shape[1]} px, but the regressor reads "
-                              f"{r}x{r} (its data.resolution)")
+    """Apply the regressor to uint8 frames [N, H, W] of its frame size."""
+    h, w = frame_size(loaded.config.data)
+    if frames.shape[1:] != (h, w):
+        raise RegressionError(f"frames of {frames.shape[2]}x{frames.shape[1]} px (width x height), but the "
+                              f"regressor reads {w}x{h} (its data.resolution)")
     values, features = [], []
     for lo in range(0, len(frames), batch_size):
         x = to_network(frames[lo:lo + batch_size]).to(device)

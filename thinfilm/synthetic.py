@@ -298,7 +298,8 @@ def _centroid(profile: np.ndarray, lo: int, hi: int) -> float:
 
 
 def measure(frames: np.ndarray) -> np.ndarray:
-    """What ROI frames show: [N, R, R] (float in [0, 1] or uint8) -> [N, len(FEATURES)].
+    """What ROI frames show: [N, H, W] (float in [0, 1] or uint8; any H x W, rows and columns each scaled to
+    the ROI on their own) -> [N, len(FEATURES)].
 
     sep_a, sep_b: mark separations in original px; whitening, gap: mean brightness above / below
     the film's own level across the gauge centre's columns (8-bit levels), each column averaged over the
@@ -308,25 +309,25 @@ def measure(frames: np.ndarray) -> np.ndarray:
     and corrected for the vignetting (levels; the stress times `brightness` where the frames have it).
     """
     frames = levels(frames)
-    n, r, _ = frames.shape
-    px_x, px_y = ROI[3] / r, ROI[2] / r
-    band = lambda v0, v1: slice(int(round(v0 * r)), max(int(round(v1 * r)), int(round(v0 * r)) + 1))  # noqa: E731
-    cols = slice(int(0.38 * r), int(round(0.62 * r)))
-    film_mask = region_mask(r, FLAT_ROWS, FILM_COLS)
-    gain = vignetting((np.arange(r) + 0.5) * WIDTH / r)[np.flatnonzero(film_mask.any(0))].mean()
+    n, h, w = frames.shape
+    px_x, px_y = ROI[3] / w, ROI[2] / h
+    band = lambda v0, v1: slice(int(round(v0 * h)), max(int(round(v1 * h)), int(round(v0 * h)) + 1))  # noqa: E731
+    cols = slice(int(0.38 * w), int(round(0.62 * w)))
+    film_mask = region_mask((h, w), FLAT_ROWS, FILM_COLS)
+    gain = vignetting((np.arange(w) + 0.5) * WIDTH / w)[np.flatnonzero(film_mask.any(0))].mean()
     out = np.zeros((n, len(FEATURES)))
     for k, f in enumerate(frames):
         for j, rows in enumerate((band(0.25, 0.39), band(0.61, 0.75))):
             p = f[rows].mean(0)
-            left = _centroid(p, int(0.10 * r), int(0.37 * r))
-            right = _centroid(p, int(0.63 * r), int(0.90 * r))
+            left = _centroid(p, int(0.10 * w), int(0.37 * w))
+            right = _centroid(p, int(0.63 * w), int(0.90 * w))
             out[k, j] = (right - left) * px_x
         film = BACKGROUND + (f[film_mask].mean() - BACKGROUND) / gain      # the film's level, vignetting removed
         across = f[band(0.25, 0.75), cols].mean(0)
         out[k, 2] = np.maximum(across - film, 0).mean()
         out[k, 3] = np.maximum(film - across, 0).mean()
         profile = f[:, cols].mean(1)
-        out[k, 4] = (r - _crossing(profile[::-1], (BACKGROUND + film) / 2)
+        out[k, 4] = (h - _crossing(profile[::-1], (BACKGROUND + film) / 2)
                      - _crossing(profile, (BACKGROUND + film) / 2)) * px_y
         out[k, 5] = film - STRIP
     return out
@@ -416,16 +417,16 @@ def correlations(shown: np.ndarray, wanted: np.ndarray) -> dict[str, float]:
 
 
 def _flat_patch(frames: np.ndarray) -> np.ndarray:
-    """Pixels (8-bit levels) of a patch of bare strip that should be flat: [N, R, R] -> [N, P]."""
+    """Pixels (8-bit levels) of a patch of bare strip that should be flat: [N, H, W] -> [N, P]."""
     frames = levels(frames)
-    r = frames.shape[-1]
-    rows = slice(int(0.45 * r), max(int(round(0.55 * r)), int(0.45 * r) + 2))
-    cols = slice(int(0.02 * r), max(int(round(0.10 * r)), int(0.02 * r) + 2))
+    h, w = frames.shape[-2:]
+    rows = slice(int(0.45 * h), max(int(round(0.55 * h)), int(0.45 * h) + 2))
+    cols = slice(int(0.02 * w), max(int(round(0.10 * w)), int(0.02 * w) + 2))
     return frames[:, rows, cols].reshape(len(frames), -1)
 
 
 def residual_noise(frames: np.ndarray) -> np.ndarray:
-    """Per-frame std (8-bit levels) of a patch of bare strip that should be flat: [N, R, R] -> [N]."""
+    """Per-frame std (8-bit levels) of a patch of bare strip that should be flat: [N, H, W] -> [N]."""
     return _flat_patch(frames).std(1)
 
 
@@ -454,9 +455,10 @@ def gap_ceiling(gap: np.ndarray, broken_above: float = 2.0) -> float:
     return _r(gap, broken_frames(gap, broken_above)) ** 2
 
 
-def flat_mask(resolution: int) -> np.ndarray:
-    """The strip between the marks, outside the craze zone, at `resolution`: where only texture varies."""
-    return region_mask(resolution, FLAT_ROWS, FLAT_COLS)
+def flat_mask(size: int | Sequence[int]) -> np.ndarray:
+    """The strip between the marks, outside the craze zone, at `size` (a side or (H, W)): where only texture
+    varies."""
+    return region_mask(size, FLAT_ROWS, FLAT_COLS)
 
 
 def fidelity(generated: np.ndarray, real: np.ndarray, region: np.ndarray | None = None) -> dict[str, float]:
@@ -467,7 +469,7 @@ def fidelity(generated: np.ndarray, real: np.ndarray, region: np.ndarray | None 
     the real frame's gap width is drawn per specimen, in no condition), and what an ideal sampler would
     score on both (`ceiling_gap`, `ceiling_fracture` = r(real gap, fracture)); the residual noise of
     each (flat-patch std, 8-bit levels), the generated frames' brightness offset, and their texture
-    against the real frames' (`metrics.texture` in `region` [R, R], by default the flat film
+    against the real frames' (`metrics.texture` in `region` [H, W], by default the flat film
     `metrics.flat_region` finds in the real frames: grain and power per octave band)."""
     shown, wanted = measure(generated), measure(real)
     result = {f"corr_{k}": v for k, v in correlations(shown, wanted).items()}

@@ -28,7 +28,7 @@ from torchvision.utils import make_grid, save_image
 
 from thinfilm import UserError, checkpoint, cli
 from thinfilm.checkpoint import RunDir, new_run_dir, timestamped
-from thinfilm.config import Config, add_config_args, apply_overrides, load_config, to_toml, validate
+from thinfilm.config import Config, add_config_args, apply_overrides, frame_size, load_config, to_toml, validate
 from thinfilm.data import Normalizer, Split, after_fracture, load_splits, stretch, to_network, to_uint8
 from thinfilm.diffusion import GaussianDiffusion
 from thinfilm.metrics import grain_level, texture, texture_region
@@ -176,8 +176,8 @@ class Trainer:
     def _random(self, g: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """Noise, timesteps, condition-dropout masks and zoom factors (None without train.zoom) for a
         global batch of g (the same on every rank)."""
-        r, tc = self.cfg.data.resolution, self.cfg.train
-        noise = torch.randn(g, 1, r, r, generator=self.gen, device=self.device)
+        tc = self.cfg.train
+        noise = torch.randn(g, 1, *frame_size(self.cfg.data), generator=self.gen, device=self.device)
         t = torch.randint(0, self.diffusion.timesteps, (g,), generator=self.gen, device=self.device)
         c = len(self.cfg.data.columns)
         fields = torch.rand(g, c, generator=self.gen, device=self.device) < tc.field_drop_prob

@@ -8,13 +8,14 @@ classifier-free guidance; a partly-NaN vector conditions on the known fields onl
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from thinfilm.config import ModelConfig, model_problem
+from thinfilm.config import ModelConfig, hw, model_problem
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -113,16 +114,18 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """Conditional UNet: x_t [B, 1, R, R], t [B], cond [B, C] -> prediction [B, 1, R, R]; its widths, depth
-    and head as a `[model]` config section (`spec`) says."""
+    """Conditional UNet: x_t [B, 1, H, W], t [B], cond [B, C] -> prediction [B, 1, H, W] (H x W =
+    `resolution`, a side or [height, width]); its widths, depth and head as a `[model]` section (`spec`) says."""
 
-    def __init__(self, n_conditions: int, resolution: int, spec: ModelConfig | None = None, in_channels: int = 1):
+    def __init__(self, n_conditions: int, resolution: int | Sequence[int], spec: ModelConfig | None = None,
+                 in_channels: int = 1):
         super().__init__()
         spec = spec or ModelConfig()
         problem = model_problem(resolution, spec)
         if problem:
             raise ValueError(problem)
-        self.n_conditions, self.resolution, self.in_channels = n_conditions, resolution, in_channels
+        self.n_conditions, self.in_channels = n_conditions, in_channels
+        self.height, self.width = hw(resolution)
         emb_dim = 4 * spec.channels[0]
         self.time_dim = spec.channels[0]
         self.time_mlp = nn.Sequential(nn.Linear(spec.channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -195,7 +198,7 @@ class UNet(nn.Module):
     @property
     def frame_shape(self) -> tuple[int, int, int]:
         """What one frame is in the network's space: (channels, height, width)."""
-        return self.in_channels, self.resolution, self.resolution
+        return self.in_channels, self.height, self.width
 
     @staticmethod
     def null_condition(cond: Tensor) -> Tensor:
