@@ -47,6 +47,9 @@ CANDIDATES: dict[str, dict] = {                  # name: training overrides, sam
     "steps2x": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=3600"]},    # at 0.5x, 2x, 4x its steps
     "steps4x": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=7200"]},
     "res128": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=1800", "data.resolution=128"]},  # 4x the work
+    "wide128": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=1800", "data.resolution=[32, 128]"]},  # the
+    "wide96": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=1800", "data.resolution=[32, 96]"]},  # ROI's
+    "wide160": {"train": [*OLD, 'model.unpatch="resize"', "train.steps=1800", "data.resolution=[48, 160]"]},  # aspect
     "eta0": {"from_run": "base", "sample": ["--eta", "0"]},
     "noema": {"from_run": "base", "sample": ["--no-ema"]},
     "ddim100": {"from_run": "base", "sample": ["--steps", "100"]},
@@ -70,7 +73,7 @@ def run(cmd: list[str], log: Path, threads: int) -> None:
 
 def load_set(csv: Path, manifest: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Generated frames of a sample folder and the real frames of `csv` they were drawn for:
-    (generated [N, R, R], asked [N, 8], real [M, R, R], real values [M, 8], cond [N] into real)."""
+    (generated [N, H, W], asked [N, 8], real [M, H, W], real values [M, 8], cond [N] into real)."""
     table = read_table(csv, [f"x{i}" for i in range(1, 9)])
     files = resolve_all(table)
     shown = pd.read_csv(manifest)
@@ -78,7 +81,7 @@ def load_set(csv: Path, manifest: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     generated = np.stack([np.asarray(Image.open(manifest.parent / f)) for f in shown.file])
     asked = shown[table.columns].to_numpy(np.float64)
     cond = np.array([int(np.argmin(np.abs(table.values - row).sum(1))) for row in asked])
-    real = np.stack([load_frame(f, ROI, generated.shape[-1]) for f in files])
+    real = np.stack([load_frame(f, ROI, generated.shape[-2:]) for f in files])
     return generated, asked, real, table.values, cond
 
 
@@ -158,7 +161,7 @@ def main() -> None:
         for kind, extra in (("data", []), ("eval", ["--series", "8", "--seed", "99", "--all"])):
             folder = out / kind / world
             if not (folder / ("all.csv" if extra else "test.csv")).is_file():
-                run([py, "-m", "thinfilm.data", "synth", "--out", str(folder), "--texture", world, "--brightness",
+                run([py, "-m", "thinfilm.prepare", "synth", "--out", str(folder), "--texture", world, "--brightness",
                      str(args.brightness), *extra], out / "data.log", args.threads)
     for seed in args.seeds:
         for world in args.worlds:
