@@ -299,7 +299,8 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_report(regressor, drawn, ti
     cases = [
         (["--regressor", regressor, "--generated", missing, "--real", real], "line 2: frame"),
         (["--regressor", regressor, "--generated", no_col, "--real", real], "missing column(s) x3"),
-        (["--regressor", regressor, "--generated", other, "--real", real], "32x32 px (width x height), but the model reads 16x16"),
+        (["--regressor", regressor, "--generated", other, "--real", real],
+         "32x32 px (width x height), but the model reads 16x16"),
         (["--regressor", tiny_ckpt, "--generated", gen, "--real", real], "is a diffusion checkpoint, not a regressor"),
         (["--regressor", regressor, "--generated", gen, "--real", real, "--tstr"], "--tstr MANIFEST"),
         (["--regressor", regressor, "--generated", gen, "--real", real, "--tstr", gen], "no frame of the training CSV"),
