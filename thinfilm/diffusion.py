@@ -20,6 +20,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from thinfilm import LEVELS
 
@@ -286,8 +287,9 @@ class GaussianDiffusion:
                refine: int = 2, progress: bool = False) -> Tensor:
         """The start noise from which deterministic DDIM over `steps_for(steps, spacing)` draws x0 [B, ...]
         (`ddim_inversion`)."""
-        predict = counted(self.predictor(denoise), "invert", progress)
-        return ddim_inversion(predict, self, x0.float().clone(), self.steps_for(steps, spacing), refine)
+        with tqdm(desc="invert", unit="call", leave=False, disable=not progress) as bar:
+            return ddim_inversion(counted(self.predictor(denoise), bar), self, x0.float().clone(),
+                                  self.steps_for(steps, spacing), refine)
 
 
 Predict = Callable[[Tensor, int], Prediction]
@@ -338,14 +340,8 @@ class Noise:
             raise ValueError(f"noise: {len(self.ahead)} draws given, this run took {self.used}")
 
 
-def counted(predict: Predict, name: str, progress: bool) -> Predict:
-    """`predict` with a progress bar that counts its network calls."""
-    if not progress:
-        return predict
-    from tqdm import tqdm
-
-    bar = tqdm(desc=name, unit="call", leave=False)
-
+def counted(predict: Predict, bar: tqdm) -> Predict:
+    """`predict` that counts its network calls on a progress bar."""
     def call(x_t: Tensor, t: int) -> Prediction:
         bar.update()
         return predict(x_t, t)
@@ -367,8 +363,9 @@ def run(d: GaussianDiffusion, denoise: Denoise, settings: SamplerSettings, noise
         return init.image.float().to(noise.device).clone()
     else:                                                  # "start from the middle": x_init noised to ts[0]
         x = d.q_sample(init.image.to(noise.device), torch.full((len(z),), ts[0], device=z.device), z)
-    predict = counted(d.predictor(denoise, settings.clip), settings.sampler, progress)
-    x = SAMPLERS[settings.sampler].loop(predict, d, x, ts, settings, noise)
+    with tqdm(desc=settings.sampler, unit="call", leave=False, disable=not progress) as bar:
+        x = SAMPLERS[settings.sampler].loop(counted(d.predictor(denoise, settings.clip), bar), d, x, ts, settings,
+                                            noise)
     noise.check_spent()
     return x
 

@@ -172,7 +172,9 @@ def resolve(args: argparse.Namespace, cfg: Config, norm: Normalizer) -> Request:
             raise SampleError(f"--init-image: {err}") from None
         req = req._replace(init=image_to_image(image, args.strength))
     if args.from_frame:                        # the inversion runs DDIM backwards: the frames are drawn with it
-        req = req._replace(plan=req.plan._replace(sampler="ddim"), specimen=specimen(args, cfg, norm))
+        notes = req.notes + (("--from-frame: drawing with ddim (eta 0), the sampler the inversion runs backwards",)
+                             if req.plan.sampler != "ddim" else ())
+        req = req._replace(plan=req.plan._replace(sampler="ddim"), specimen=specimen(args, cfg, norm), notes=notes)
     return req
 
 

@@ -173,21 +173,21 @@ def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: 
     frame (seeded from `seeds`): float [N, 1, H, W] in [-1, 1] on the CPU. `init`: image-to-image (its image
     [1 or N, 1, H, W]). `start`: the start noise [N or 1, 1, H, W] instead of the seeds' (an inverted frame,
     `invert`), for a plan that draws nothing else (deterministic)."""
-    device = torch.device(on.device)
-    shape = (1, *net.frame_shape)
+    device, batch = torch.device(on.device), max(1, plan.batch_size)
     draws = noise_draws(diffusion, plan.settings, init.strength if init else 1.0)
     if start is not None and (draws != 1 or init is not None):
         raise ValueError("start noise needs a deterministic plan (ddim, dpmpp2m or heun at eta 0) and no init")
     out = []
-    for lo in range(0, len(cond), max(1, plan.batch_size)):
-        chunk = cond[lo:lo + max(1, plan.batch_size)].to(device)
+    for lo in range(0, len(cond), batch):
+        chunk = cond[lo:lo + batch].to(device)
+        shape = (len(chunk), *net.frame_shape)
         gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + len(chunk)]]
         part = None if init is None else init._replace(image=init.image.expand(len(chunk), -1, -1, -1).to(device))
         noise = None if start is None else start.expand(len(cond), -1, -1, -1)[lo:lo + len(chunk)][None].to(device)
         if on.graphs is None:
-            x = _draw(net, diffusion, chunk, plan, on, part, Noise((len(chunk), *shape[1:]), gens, device, noise))
+            x = _draw(net, diffusion, chunk, plan, on, part, Noise(shape, gens, device, noise))
         else:
-            x = _replay(net, diffusion, chunk, plan, on, part, predrawn((len(chunk), *shape[1:]), gens, draws))
+            x = _replay(net, diffusion, chunk, plan, on, part, predrawn(shape, gens, draws))
         out.append(x.float().cpu())
     return torch.cat(out)
 
