@@ -278,7 +278,9 @@ def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
 def validate(cfg: Config) -> Config:
     """Check every value's range and the rules between values before any work is done; the first
     broken rule is a `ConfigError` that names the key and how to fix it. Every command calls this
-    right after loading its config (and `checkpoint` on the one a checkpoint stores)."""
+    right after loading its config (and `checkpoint` on the one a checkpoint stores). One value it also
+    settles: data.resolution = [0, width] becomes [height, width] at the ROI's aspect (`aspect_height`), so a
+    run stores, and every module reads (`frame_size`), the concrete shape."""
     d, m, f, t = cfg.data, cfg.model, cfg.diffusion, cfg.train
     for ok, message in _rules(cfg):
         if not ok:
