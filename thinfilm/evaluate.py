@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 import torch
 
 from thinfilm import UserError, checkpoint, cli, regression, sample
@@ -484,8 +483,9 @@ def chain(args: argparse.Namespace) -> Path:
     work, test = run / "evaluation", run_cfg.data.test_csv
     on = Execution(device, autocast_dtype("auto", device), not args.quiet)
 
-    def draw(rows: np.ndarray, folder: str, seed: int = 0, kind: str = "") -> str:
-        req = sample.request(run_cfg, norm, rows, seed=seed, one_specimen=bool(kind), film=bool(kind))
+    def draw(rows: np.ndarray, folder: str, seed: int = 0, film: bool = False) -> str:
+        """Frames for raw rows into work/folder; a film (sweep, path) is one specimen."""
+        req = sample.request(run_cfg, norm, rows, seed=seed, one_specimen=film, film=film)
         sample.draw(loaded, req, on, work / folder)
         return str(work / folder / "manifest.csv")
 
@@ -496,11 +496,9 @@ def chain(args: argparse.Namespace) -> Path:
         j = run_cfg.data.columns.index(col)
         rows = np.full((9, len(run_cfg.data.columns)), np.nan)
         rows[:, j] = np.linspace(*np.percentile(table.values[:, j], [5, 95]), 9)
-        sweeps += [draw(rows, f"sweep-{col}-{seed}", seed, "sweep") for seed in range(4)]
-    for k, path in enumerate(measured_paths(test, run_cfg)):     # every column as measured: one specimen each
-        path.to_csv(work / f"path-{k}.csv", index=False, float_format="%.9g")
-        rows = read_table(work / f"path-{k}.csv", run_cfg.data.columns, need_paths=False).values
-        sweeps += [draw(rows, f"path-{k}-{seed}", seed, "path") for seed in range(2)]
+        sweeps += [draw(rows, f"sweep-{col}-{seed}", seed, film=True) for seed in range(4)]
+    for k, rows in enumerate(measured_paths(test, run_cfg)):     # every column as measured: one specimen each
+        sweeps += [draw(rows, f"path-{k}-{seed}", seed, film=True) for seed in range(2)]
     trained_on = None
     if args.tstr is not None:          # frames for every training condition, one each: the TSTR regressor's data
         trained_on = draw(read_table(run_cfg.data.train_csv, run_cfg.data.columns, need_paths=False).values,
@@ -512,9 +510,9 @@ def chain(args: argparse.Namespace) -> Path:
     return out
 
 
-def measured_paths(test_csv: str, cfg, count: int = 2, frames: int = 9) -> list[pd.DataFrame]:
-    """Up to `count` test series as paths of `frames` rows each, evenly spaced from their first frame to the
-    last before fracture (`data.after_fracture` by train.fracture_load), in the seed's CSV format."""
+def measured_paths(test_csv: str, cfg, count: int = 2, frames: int = 9) -> list[np.ndarray]:
+    """Up to `count` test series as paths of `frames` raw rows each [frames, C], evenly spaced from their first
+    frame to the last before fracture (`data.after_fracture` by train.fracture_load)."""
     table = read_table(test_csv, cfg.data.columns)
     broken = after_fracture(table, cfg.train.fracture_load) if cfg.train.fracture_load in table.columns else \
         np.zeros(len(table), dtype=bool)
@@ -525,8 +523,7 @@ def measured_paths(test_csv: str, cfg, count: int = 2, frames: int = 9) -> list[
         if len(rows) < 3:
             continue
         pick = rows[np.unique(np.linspace(0, len(rows) - 1, frames).round().astype(int))]
-        paths.append(pd.DataFrame(table.values[pick], columns=table.columns).assign(
-            filepath=[table.paths[i] for i in pick])[["filepath", *table.columns]])
+        paths.append(table.values[pick])
     return paths
 
 

@@ -374,9 +374,9 @@ def draw(loaded: checkpoint.Loaded, req: Request, on: Execution, out: Path, full
     """Draw what `req` asks with `loaded`'s network and config, write the frames, manifest and pictures to
     `out`, print what was done; returns the frames, uint8 [N, H, W]."""
     cfg, norm = loaded.config, loaded.normalizer
-    for line in req.notes + plan_notes(cfg, req.plan):
-        print(line)
     diffusion = GaussianDiffusion.from_config(cfg)
+    for line in req.notes + plan_notes(cfg, diffusion, req.plan):
+        print(line)
     start = None if req.specimen is None else specimen_noise(loaded, diffusion, req, on, out)
     x = to_uint8(generate(loaded.net, diffusion, norm.encode(req.raw), req.seeds, req.plan, on, init=req.init,
                           start=start))
@@ -389,13 +389,13 @@ def draw(loaded: checkpoint.Loaded, req: Request, on: Execution, out: Path, full
     return x
 
 
-def plan_notes(cfg: Config, plan: Plan) -> tuple[str, ...]:
+def plan_notes(cfg: Config, diffusion: GaussianDiffusion, plan: Plan) -> tuple[str, ...]:
     """What a user should know about the plan before drawing."""
     notes = []
     if cfg.sample.keep_grain and cfg.diffusion.grain == 0:
         notes.append("keep-grain: the checkpoint has no measured grain (diffusion.grain = 0, trained before it was "
                      "measured): frames drawn without it")
-    visited = len(GaussianDiffusion.from_config(cfg).visits(plan.settings))
+    visited = len(diffusion.visits(plan.settings))
     if plan.sampler != "ddpm" and visited < min(plan.steps, cfg.diffusion.timesteps):
         notes.append(f"note: {visited} distinct timesteps of the {plan.steps} asked ({plan.spacing} spacing rounds "
                      f"to whole timesteps of {cfg.diffusion.timesteps})")
