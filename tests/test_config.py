@@ -99,6 +99,7 @@ BAD_VALUES = [
     ("data.brightness=-1", "data.brightness = -1.0: give levels per MPa"),
     ("model.cond_fourier=-2", "model.cond_fourier = -2: give 0 (off) or a number of frequencies"),
     ("sample.guidance_interval=[700, 100]", "sample.guidance_interval = [700, 100]: give [lo, hi] timesteps"),
+    ("sample.film_tail=1000", "sample.film_tail = 1000: give a timestep in 0 .. diffusion.timesteps - 1 = 999"),
     ('sample.guidance_fields=["x5", "load"]', "sample.guidance_fields: load not in data.columns"),
 ]
 NEEDS = {"fracture_load": "train.fracture_repeat=2", "precision=fp16": "train.sync_free=true",

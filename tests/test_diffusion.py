@@ -242,29 +242,62 @@ def test_same_seed_same_samples_and_per_row_generators():
     assert torch.allclose(rows[2:3], one, atol=1e-6)
 
 
-@pytest.mark.parametrize("sampler,steps,eta,strength", [("ddpm", None, 0.0, 1.0), ("ddim", 20, 1.0, 1.0),
-                                                         ("ddim", 20, 0.0, 1.0), ("dpmpp2m", 12, 1.0, 1.0),
-                                                         ("dpmpp2m", 12, 0.0, 0.6), ("ddim", 20, 1.0, 0.3)])
-def test_predrawn_noise_gives_the_generators_frames(sampler, steps, eta, strength):
+@pytest.mark.parametrize("sampler,steps,eta,strength,tail", [
+    ("ddpm", None, 0.0, 1.0, None), ("ddim", 20, 1.0, 1.0, None), ("ddim", 20, 0.0, 1.0, None),
+    ("dpmpp2m", 12, 1.0, 1.0, None), ("dpmpp2m", 12, 0.0, 0.6, None), ("ddim", 20, 1.0, 0.3, None),
+    ("ddim", 20, 1.0, 1.0, 60), ("dpmpp2m", 12, 1.0, 1.0, 60)])
+def test_predrawn_noise_gives_the_generators_frames(sampler, steps, eta, strength, tail):
     """A run given its noise ahead (`draws` of it, `predrawn` from the frames' generators: what a CUDA graph
-    replays) is the run that draws from the generators as it goes, to the bit; a wrong count is refused."""
-    from thinfilm.diffusion import SamplerSettings
+    replays) is the run that draws from the generators as it goes, to the bit, with its own start or one
+    given; a wrong count is refused. With a tail, only its steps draw."""
+    from thinfilm.diffusion import Noise, SamplerSettings, run
     from thinfilm.sampling import noise_draws, predrawn
 
     d = GaussianDiffusion("linear", 1000, "v")
     den, shape = optimal_denoiser(d), (3, 1, 4, 4)
     gens = lambda: [torch.Generator().manual_seed(7 + i) for i in range(3)]  # noqa: E731
     x_init = torch.randn(shape, generator=torch.Generator().manual_seed(1)) if strength < 1 else None
-    run = dict(sampler=sampler, steps=steps, eta=eta, x_init=x_init, strength=strength, spacing="karras", clip=True)
-    settings = SamplerSettings(sampler, steps, eta, "karras", True)
+    kw = dict(sampler=sampler, steps=steps, eta=eta, x_init=x_init, strength=strength, spacing="karras", clip=True,
+              tail=tail)
+    settings = SamplerSettings(sampler, steps, eta, "karras", True, tail)
     n = noise_draws(d, settings, strength)
-    assert n == 1 + (eta > 0 or sampler == "ddpm") * (len(d.visits(settings, strength)) - 1)
-    eager = d.sample(den, shape, generator=gens(), **run)
-    ahead = d.sample(den, shape, noise=predrawn(shape, gens(), n), **run)
+    drawing = [t for t in d.visits(settings, strength)[:-1] if tail is None or t <= tail]
+    assert n == 1 + (eta > 0 or sampler == "ddpm") * len(drawing) and (tail is None or 1 < n < 10)
+    eager = d.sample(den, shape, generator=gens(), **kw)
+    ahead = d.sample(den, shape, noise=predrawn(shape, gens(), n), **kw)
     assert torch.equal(eager, ahead)
     for wrong in [n + 1] + [n - 1] * (n > 1):
         with pytest.raises(ValueError, match="draws given"):
-            d.sample(den, shape, noise=predrawn(shape, gens(), wrong), **run)
+            d.sample(den, shape, noise=predrawn(shape, gens(), wrong), **kw)
+    if x_init is None:                            # a start given: the generators' first draws are passed over
+        z = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+        given = run(d, den, settings, Noise(shape, gens(), "cpu", start=z))
+        assert torch.equal(given, run(d, den, settings, Noise(shape, None, "cpu", predrawn(shape, gens(), n, z))))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp2m"])
+@pytest.mark.parametrize("tail", [0, 100, 999])
+def test_a_stochastic_tail_shares_what_is_set_above_it(sampler, tail):
+    """Frames drawn from one start, deterministic above timestep `tail` and at eta 1 at and below it (a film's
+    fresh exposures): each is a draw of the data, and two of them share exactly what x_tail fixes. For
+    N(m, s^2) data that is E[x0 | x_tail], a Gaussian of variance s^2 a s^2 / (a s^2 + 1 - a), a = alpha_bar:
+    their correlation is a s^2 / (a s^2 + 1 - a) (1 at tail 0, where no step draws; ~0 at T - 1)."""
+    from thinfilm.diffusion import Noise, SamplerSettings, run
+
+    d, m, s = GaussianDiffusion("linear", 1000, "eps"), 0.3, 0.5
+    den = optimal_denoiser(d, torch.tensor([1.0], dtype=torch.float64), torch.tensor([m], dtype=torch.float64),
+                           torch.tensor([s], dtype=torch.float64))
+    settings = SamplerSettings(sampler, None, 1.0, "trailing", False, tail)
+    shape = (4000, 1, 2, 2)
+    start = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    x, y = (run(d, den, settings, Noise(shape, torch.Generator().manual_seed(seed), "cpu", start=start)).double()
+            for seed in (4, 5))
+    a = float(d.alphas_cumprod[tail])
+    shared = a * s**2 / (a * s**2 + 1 - a) if tail else 1.0
+    for frames in (x, y):
+        assert abs(frames.mean().item() - m) < 0.015 and abs(frames.std().item() - s) < 0.015
+    corr = torch.corrcoef(torch.stack([x.flatten(), y.flatten()]))[0, 1].item()
+    assert abs(corr - shared) < 0.02, (corr, shared)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])

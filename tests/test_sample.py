@@ -127,7 +127,8 @@ def test_sweep_values_and_shared_noise(ckpt, synth_dir, tmp_path, capsys):
     base = pd.read_csv(synth_dir / "test.csv")[COLS].to_numpy()[4]
     assert np.allclose(manifest.x3, [0, 0.04, 0.08, 0.12])
     assert np.allclose(manifest[["x1", "x5", "x8"]].to_numpy(), base[[0, 4, 7]])
-    assert manifest.seed.nunique() == 1 and (tmp_path / "strip.png").is_file() and (tmp_path / "film.gif").is_file()
+    assert manifest.start_seed.nunique() == 1 and manifest.seed.nunique() == 4     # one specimen, 4 exposures
+    assert (tmp_path / "strip.png").is_file() and (tmp_path / "film.gif").is_file()
     run("--ckpt", ckpt, "--sweep", "x5=1250:1400:3", "--out", tmp_path / "partial")
     assert "unknown (masked out" in capsys.readouterr().out
     assert pd.read_csv(tmp_path / "partial" / "manifest.csv").x1.isna().all()
@@ -216,3 +217,26 @@ def test_bad_inputs_are_one_line_errors(ckpt, synth_dir, tmp_path, capsys):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": python_path()})
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_film_frame_is_its_own_exposure_of_one_specimen(ckpt, synth_dir):
+    """One specimen with a stochastic tail (`Plan.one_specimen`): the frames share their start and differ by
+    each frame's own noise below the tail; a frame of the film is the frame drawn alone with its seed and the
+    start, at any batch size; tail 0 draws the still film, the same frames for any exposure seeds."""
+    from thinfilm.data import read_table
+    from thinfilm.diffusion import GaussianDiffusion
+    from thinfilm.sampling import Execution, Plan, generate, start_noise
+
+    loaded = checkpoint.load_model(ckpt)
+    d, cpu = GaussianDiffusion.from_config(loaded.config), Execution(torch.device("cpu"))
+    cond = loaded.normalizer.encode(read_table(synth_dir / "test.csv", COLS).values[:4])
+    start = start_noise(loaded.net.frame_shape, [11])
+    plan = Plan.from_config(loaded.config)._replace(steps=12, spacing="karras", batch_size=4)
+    film = generate(loaded.net, d, cond, [20, 21, 22, 23], plan.one_specimen(100), cpu, start=start)
+    alone = generate(loaded.net, d, cond[2:3], [22], plan.one_specimen(100)._replace(batch_size=1), cpu, start=start)
+    assert torch.allclose(film[2:3], alone, atol=1e-5)                  # batch 4 and 1: the same up to rounding
+    again = generate(loaded.net, d, cond[:1].expand(2, -1), [20, 30], plan.one_specimen(100), cpu, start=start)
+    still = generate(loaded.net, d, cond[:1].expand(2, -1), [20, 30], plan.one_specimen(0), cpu, start=start)
+    other = generate(loaded.net, d, cond[:1], [30], plan, cpu)[0]                  # another specimen: its own start
+    assert torch.allclose(again[0], film[0], atol=1e-5) and torch.equal(still[0], still[1])
+    assert 1e-3 < (again[0] - again[1]).abs().mean() < (again[0] - other).abs().mean()  # exposures differ, less

@@ -136,6 +136,9 @@ class SampleConfig:
     guidance_parallel: float = 1.0       # weight of the update along the conditional x0 (APG: 0); 1 = plain
     clip: bool = True
     batch_size: int = 16
+    film_tail: int = 3                   # one specimen's frames: each its own noise at timesteps <= this, the
+                                         # deterministic start shared (sampling.Plan.one_specimen); 0: a still film;
+                                         # 3: a film changes as a camera's does, with karras spacing (#film-noise)
 
 
 @dataclass
@@ -429,6 +432,8 @@ def _run_rules(cfg: Config) -> list[tuple[bool, str]]:
                                      and 0 <= s.guidance_interval[0] <= s.guidance_interval[1] < f.timesteps),
          f"sample.guidance_interval = {s.guidance_interval}: give [lo, hi] timesteps with 0 <= lo <= hi < "
          f"diffusion.timesteps = {f.timesteps}, or [] for every step"),
+        (0 <= s.film_tail < f.timesteps, f"sample.film_tail = {s.film_tail}: give a timestep in 0 .. "
+         f"diffusion.timesteps - 1 = {f.timesteps - 1} (0: a still film)"),
         (min(g.epochs, g.batch_size) >= 1 and g.patience >= 0,
          "regression.epochs and regression.batch_size: give 1 or more; regression.patience: 0 or more"),
         (g.lr > 0 and g.weight_decay >= 0, "regression.lr > 0 and regression.weight_decay >= 0, e.g. 1e-3 and 1e-4"),

@@ -267,17 +267,17 @@ class GaussianDiffusion:
     @torch.no_grad()
     def sample(self, denoise: Denoise, shape: Sequence[int], sampler: str = "ddpm", steps: int | None = None,
                eta: float = 0.0, generator: Generators = None, x_init: Tensor | None = None,
-               strength: float = 1.0, *, spacing: str = "trailing", clip: bool = False,
+               strength: float = 1.0, *, spacing: str = "trailing", clip: bool = False, tail: int | None = None,
                noise: Tensor | None = None, device: torch.device | str | None = None,
                progress: bool = False) -> Tensor:
         """Draw x_0 [shape] by running `denoise` from noise (or from `x_init` noised to `strength`): the
         sampler by name (contract: docs/design.md), the loop `run` with `SAMPLERS[sampler]`.
 
         strength in (0, 1]: image-to-image starts at the timestep strength * T from x_init (1 = pure noise;
-        x_init ignored). spacing, clip: `SamplerSettings`. noise: the draws made ahead, [K, *shape] on
+        x_init ignored). spacing, clip, tail: `SamplerSettings`. noise: the draws made ahead, [K, *shape] on
         `device`, in the order they are used (`Noise`); None draws them from `generator` as needed.
         """
-        settings = SamplerSettings(sampler, steps, eta, spacing, clip)
+        settings = SamplerSettings(sampler, steps, eta, spacing, clip, tail)
         device = device or (x_init.device if x_init is not None else "cpu")
         return run(self, denoise, settings, Noise(shape, generator, device, noise),
                    image_to_image(x_init, strength), progress)
@@ -297,12 +297,19 @@ Predict = Callable[[Tensor, int], Prediction]
 
 class SamplerSettings(NamedTuple):
     """How a sampler run goes: which sampler (`SAMPLERS`), its steps and their spacing (`steps_for`; None =
-    all T), eta (DDIM / DPM++: 0 deterministic, 1 = DDPM's variance), and whether x0_hat is clipped."""
+    all T), eta (DDIM / DPM++: 0 deterministic, 1 = DDPM's variance), whether x0_hat is clipped, and `tail`:
+    eta acts only at the steps from timesteps t <= tail (a stochastic tail after a deterministic start; DDIM
+    and DPM++ only), None at every step."""
     sampler: str = "ddim"
     steps: int | None = 50
     eta: float = 0.0
     spacing: str = "trailing"
     clip: bool = False
+    tail: int | None = None
+
+    def eta_at(self, t: int) -> float:
+        """The eta of the step from timestep t."""
+        return self.eta if self.tail is None or t <= self.tail else 0.0
 
 
 class Init(NamedTuple):
@@ -321,19 +328,25 @@ def image_to_image(x_init: Tensor | None, strength: float) -> Init | None:
 class Noise:
     """A run's fresh noise in the order it is used (the start, then each stochastic step's): drawn from
     the frames' generators as needed, or taken from `ahead` [K, *shape], draws made ahead (a CUDA graph's
-    buffer; nothing is then read back to the host, and a run that takes more or fewer than K is refused)."""
+    buffer; nothing is then read back to the host, and a run that takes more or fewer than K is refused).
+    `start` [*shape]: the start given (one specimen's, an inverted frame's) in place of the generators' first
+    draw, so their later draws are the steps' noise either way."""
 
     def __init__(self, shape: Sequence[int], generator: Generators = None, device: torch.device | str = "cpu",
-                 ahead: Tensor | None = None):
+                 ahead: Tensor | None = None, start: Tensor | None = None):
+        if ahead is not None and start is not None:
+            raise ValueError("noise: give the start inside the draws made ahead, not beside them")
         self.shape, self.generator, self.device, self.ahead, self.used = tuple(shape), generator, device, ahead, 0
+        self.start = start
 
     def next(self) -> Tensor:
         self.used += 1
-        if self.ahead is None:
-            return randn(self.shape, self.generator, self.device)
-        if self.used > len(self.ahead):
-            raise ValueError(f"noise: {len(self.ahead)} draws given, this run takes more")
-        return self.ahead[self.used - 1]
+        if self.ahead is not None:
+            if self.used > len(self.ahead):
+                raise ValueError(f"noise: {len(self.ahead)} draws given, this run takes more")
+            return self.ahead[self.used - 1]
+        z = randn(self.shape, self.generator, self.device)
+        return self.start.to(self.device) if self.start is not None and self.used == 1 else z
 
     def check_spent(self) -> None:
         if self.ahead is not None and self.used != len(self.ahead):
@@ -355,6 +368,8 @@ def run(d: GaussianDiffusion, denoise: Denoise, settings: SamplerSettings, noise
     the timesteps it visits down to the clean image. Every sampler shares this start and noise source."""
     if settings.sampler not in SAMPLERS:
         raise ValueError(f"sampler {settings.sampler!r}: use {', '.join(SAMPLERS)}")
+    if settings.tail is not None and settings.sampler not in ("ddim", "dpmpp2m"):
+        raise ValueError(f"a stochastic tail needs ddim or dpmpp2m (their eta), not {settings.sampler}")
     ts = d.visits(settings, init.strength if init else 1.0)
     z = noise.next()
     if init is None:
@@ -395,9 +410,9 @@ def ddim(predict: Predict, d: GaussianDiffusion, x: Tensor, ts: list[int], s: Sa
     """DDIM (Song et al. 2021, eq. 12 with sigma from eq. 16 scaled by eta): eta 0 is the deterministic
     sampler, eta 1 DDPM's posterior variance at any step size; the last step adds no noise (sigma 0)."""
     for t, t_prev in pairs(ts):
-        pred = predict(x, t)
-        z = noise.next() if s.eta > 0 and t_prev >= 0 else None
-        x = ddim_step(pred, d.alpha_bar_at(t, x), d.alpha_bar_at(t_prev, x), s.eta, z)
+        pred, eta = predict(x, t), s.eta_at(t)
+        z = noise.next() if eta > 0 and t_prev >= 0 else None
+        x = ddim_step(pred, d.alpha_bar_at(t, x), d.alpha_bar_at(t_prev, x), eta, z)
     return x
 
 
@@ -409,10 +424,10 @@ def dpmpp2m(predict: Predict, d: GaussianDiffusion, x: Tensor, ts: list[int], s:
     infinite logSNR step, is x0_hat itself."""
     previous = None                                        # the last step's (x0_hat, h)
     for t, t_next in zip(ts, ts[1:]):
-        x0_hat = predict(x, t).x0
-        z = noise.next() if s.eta > 0 else None
+        x0_hat, eta = predict(x, t).x0, s.eta_at(t)
+        z = noise.next() if eta > 0 else None
         x, previous = dpmpp2m_step(x, x0_hat, d.alpha_bar_at(t, x), d.alpha_bar_at(t_next, x),
-                                   previous if t_next != ts[-1] else None, s.eta, z)
+                                   previous if t_next != ts[-1] else None, eta, z)
     return predict(x, ts[-1]).x0
 
 

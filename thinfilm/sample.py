@@ -29,7 +29,7 @@ from thinfilm.config import Config, ConfigError, add_config_args, parse_override
 from thinfilm.data import DataError, Normalizer, load_frame, read_table, to_network, to_uint8
 from thinfilm.diffusion import SAMPLERS, GaussianDiffusion, Init, image_to_image
 from thinfilm.runtime import autocast_dtype, pick_device, require_cuda
-from thinfilm.sampling import Execution, Guidance, Plan, frame_seed, generate, invert
+from thinfilm.sampling import Execution, Guidance, Plan, frame_seed, generate, invert, start_noise
 
 
 class SampleError(UserError):
@@ -44,11 +44,13 @@ class Specimen(NamedTuple):
 
 class Request(NamedTuple):
     """A sample command resolved: what to draw (raw rows [N, C], NaN = unknown, and their seeds), how (the
-    plan), from what (an image-to-image start, a real frame's specimen), and what it says before drawing."""
+    plan), from what (an image-to-image start, one specimen's start noise, a real frame's specimen), and
+    what it says before drawing."""
     raw: np.ndarray
     seeds: list[int]
     plan: Plan
     init: Init | None = None
+    starts: list[int] | None = None      # one specimen: the seed of each row's start noise (`start_noise`)
     specimen: Specimen | None = None
     film: bool = False                   # a sweep or a path: strip.png and film.gif too
     notes: tuple[str, ...] = ()
@@ -144,19 +146,24 @@ def conditions_from(args: argparse.Namespace, cols: Sequence[str]) -> np.ndarray
 def request(cfg: Config, norm: Normalizer, raw: np.ndarray, *, seed: int = 0, n_per_condition: int = 1,
             one_specimen: bool = False, film: bool = False) -> Request:
     """The request for raw rows [N, C] (each drawn `n_per_condition` times): one generator per frame seeded
-    from (seed, index), or, for one specimen (a sweep, a path, a real frame's counterfactuals), the same
-    start noise for every row with the plan made deterministic, so the frames differ only by their rows."""
+    from (seed, index); for one specimen (a sweep, a path, a real frame's counterfactuals) every row also
+    starts from the same noise (that of the first row's seed, for each of the n per condition) with
+    `Plan.one_specimen`: the frames differ by their rows and by the fresh noise of the last steps
+    (`sample.film_tail`), as a camera's exposures do."""
     raw = np.repeat(raw, n_per_condition, axis=0)
     plan, notes = Plan.from_config(cfg), extrapolation_warnings(raw, norm)
     unknown = [c for j, c in enumerate(norm.columns) if np.isnan(raw[:, j]).any()]
     if unknown:
         notes.append(f"unknown (masked out, the model fills them in): {', '.join(unknown)}")
-    if one_specimen and plan.deterministic() != plan:
-        plan = plan.deterministic()
-        notes.append(f"one specimen: using deterministic {plan.sampler} (eta 0) so the frames differ only by "
-                     f"their measurements (--independent: each frame its own specimen)")
-    index = [i % n_per_condition if one_specimen else i for i in range(len(raw))]
-    return Request(raw, [frame_seed(seed, i) for i in index], plan, film=film, notes=tuple(notes))
+    seeds, starts = [frame_seed(seed, i) for i in range(len(raw))], None
+    if one_specimen:
+        plan, tail = plan.one_specimen(cfg.sample.film_tail), cfg.sample.film_tail
+        starts = [frame_seed(seed, i % n_per_condition) for i in range(len(raw))]
+        notes.append(f"one specimen: one start noise, {plan.sampler} deterministic " +
+                     (f"above t = {tail}, each frame's own noise below it (sample.film_tail; 0: a still film)"
+                      if tail else "(sample.film_tail = 0: a still film)") +
+                     "; --independent: each frame its own specimen")
+    return Request(raw, seeds, plan, starts=starts, film=film, notes=tuple(notes))
 
 
 def resolve(args: argparse.Namespace, cfg: Config, norm: Normalizer) -> Request:
@@ -172,9 +179,10 @@ def resolve(args: argparse.Namespace, cfg: Config, norm: Normalizer) -> Request:
             raise SampleError(f"--init-image: {err}") from None
         req = req._replace(init=image_to_image(image, args.strength))
     if args.from_frame:                        # the inversion runs DDIM backwards: the frames are drawn with it
-        notes = req.notes + (("--from-frame: drawing with ddim (eta 0), the sampler the inversion runs backwards",)
+        notes = req.notes + (("--from-frame: drawing with ddim, the sampler the inversion runs backwards",)
                              if req.plan.sampler != "ddim" else ())
-        req = req._replace(plan=req.plan._replace(sampler="ddim"), specimen=specimen(args, cfg, norm), notes=notes)
+        req = req._replace(plan=req.plan._replace(sampler="ddim"), starts=None, specimen=specimen(args, cfg, norm),
+                           notes=notes)
     return req
 
 
@@ -246,7 +254,7 @@ def flag_values(args: argparse.Namespace) -> dict[str, object]:
     return {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
             "keep_grain": args.keep_grain, "guidance": args.guidance, "guidance_fields": fields,
             "guidance_interval": interval, "guidance_parallel": args.guidance_parallel,
-            "batch_size": args.batch_size, "clip": False if args.no_clip else None}
+            "batch_size": args.batch_size, "clip": False if args.no_clip else None, "film_tail": args.film_tail}
 
 
 def parse_interval(text: str) -> list[int]:
@@ -276,6 +284,8 @@ def write_outputs(frames: np.ndarray, request: Request, columns: Sequence[str], 
     manifest = pd.DataFrame(request.raw, columns=list(columns))
     manifest.insert(0, "file", names)
     manifest["seed"] = list(request.seeds)
+    if request.starts is not None:                               # one specimen: the seed of its start noise
+        manifest["start_seed"] = list(request.starts)
     manifest.to_csv(out / "manifest.csv", index=False, float_format="%.9g", na_rep="")
     shown = torch.from_numpy(frames[:64]).unsqueeze(1).float() / 255
     save_image(shown, out / "grid.png", nrow=min(8, len(shown)), padding=2, pad_value=1.0)
@@ -316,6 +326,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                     "and a deterministic sampler for every row (writes film.gif and strip.png)")
     p.add_argument("--independent", action="store_true", help="with --path: every frame its own noise (and "
                    "the checkpoint's sampler), i.e. its own specimen")
+    p.add_argument("--film-tail", type=int, default=None, metavar="T",
+                   help="one specimen (sweeps, --path, --from-frame): fresh noise for each frame at timesteps <= T, "
+                        "the camera's new exposure (default: the checkpoint's sample.film_tail; 0: a still film)")
     p.add_argument("--n-per-condition", type=int, default=1)
     p.add_argument("--sampler", choices=list(SAMPLERS), default=None,
                    help="sample.sampler (default: the checkpoint's); dpmpp2m: DPM-Solver++(2M), --eta > 0 its SDE "
@@ -377,7 +390,8 @@ def draw(loaded: checkpoint.Loaded, req: Request, on: Execution, out: Path, full
     diffusion = GaussianDiffusion.from_config(cfg)
     for line in req.notes + plan_notes(cfg, diffusion, req.plan):
         print(line)
-    start = None if req.specimen is None else specimen_noise(loaded, diffusion, req, on, out)
+    start = (specimen_noise(loaded, diffusion, req, on, out) if req.specimen is not None else
+             start_noise(loaded.net.frame_shape, req.starts) if req.starts is not None else None)
     x = to_uint8(generate(loaded.net, diffusion, norm.encode(req.raw), req.seeds, req.plan, on, init=req.init,
                           start=start))
     write_outputs(x, req, norm.columns, out, cfg.data.roi[2:] if full_aspect else None)
@@ -395,10 +409,13 @@ def plan_notes(cfg: Config, diffusion: GaussianDiffusion, plan: Plan) -> tuple[s
     if cfg.sample.keep_grain and cfg.diffusion.grain == 0:
         notes.append("keep-grain: the checkpoint has no measured grain (diffusion.grain = 0, trained before it was "
                      "measured): frames drawn without it")
-    visited = len(diffusion.visits(plan.settings))
-    if plan.sampler != "ddpm" and visited < min(plan.steps, cfg.diffusion.timesteps):
-        notes.append(f"note: {visited} distinct timesteps of the {plan.steps} asked ({plan.spacing} spacing rounds "
-                     f"to whole timesteps of {cfg.diffusion.timesteps})")
+    visited = diffusion.visits(plan.settings)
+    if plan.sampler != "ddpm" and len(visited) < min(plan.steps, cfg.diffusion.timesteps):
+        notes.append(f"note: {len(visited)} distinct timesteps of the {plan.steps} asked ({plan.spacing} spacing "
+                     f"rounds to whole timesteps of {cfg.diffusion.timesteps})")
+    if plan.tail and not any(0 < t <= plan.tail for t in visited):
+        notes.append(f"note: no step of {plan.steps} {plan.spacing} steps is at t = 1..{plan.tail} "
+                     f"(sample.film_tail): the frames get no fresh noise (karras spacing visits the lowest timesteps)")
     return tuple(notes)
 
 
@@ -410,7 +427,7 @@ def specimen_noise(loaded: checkpoint.Loaded, diffusion: GaussianDiffusion, req:
     round trip came."""
     from PIL import Image
 
-    plan, (frame, measured) = req.plan._replace(guidance=Guidance()), req.specimen
+    plan, (frame, measured) = req.plan.deterministic()._replace(guidance=Guidance()), req.specimen
     cond = loaded.normalizer.encode(measured)
     start = invert(loaded.net, diffusion, to_network(frame)[None], cond, plan, on)
     back = to_uint8(generate(loaded.net, diffusion, cond, [0], plan, on, start=start))[0]

@@ -83,15 +83,20 @@ def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], cond: Tensor, guidan
 
 def noise_draws(diffusion: GaussianDiffusion, settings: SamplerSettings, strength: float = 1.0) -> int:
     """How many noise tensors a run takes (the length of `Noise.ahead`): the start, then one per step of a
-    stochastic sampler but the last, into the clean image."""
-    stochastic = SAMPLERS[settings.sampler].stochastic(settings.eta)
-    return 1 + stochastic * max(0, len(diffusion.visits(settings, strength)) - 1)
+    stochastic sampler (at that step's eta: `SamplerSettings.tail`) but the last, into the clean image."""
+    stochastic = SAMPLERS[settings.sampler].stochastic
+    return 1 + sum(stochastic(settings.eta_at(t)) for t in diffusion.visits(settings, strength)[:-1])
 
 
-def predrawn(shape: Sequence[int], generators: Sequence[torch.Generator], draws: int) -> Tensor:
+def predrawn(shape: Sequence[int], generators: Sequence[torch.Generator], draws: int,
+             start: Tensor | None = None) -> Tensor:
     """A sampler run's noise drawn ahead, [draws, *shape] on the CPU: draw k of frame i is what the
-    eager sampler takes from generator i at its k-th draw, so the frames are the same either way."""
-    return torch.stack([randn(shape, generators, "cpu") for _ in range(draws)])
+    eager sampler takes from generator i at its k-th draw (`start` [*shape], if given, in place of draw 0, as
+    `Noise` takes it), so the frames are the same either way."""
+    noise = torch.stack([randn(shape, generators, "cpu") for _ in range(draws)])
+    if start is not None:
+        noise[0] = start
+    return noise
 
 
 class SamplerGraph:
@@ -139,6 +144,7 @@ class Plan(NamedTuple):
     clip: bool = True
     batch_size: int = 16
     kept_grain: float = 0.0              # std put back at low noise, network units (`kept_grain`); 0 = off
+    tail: int | None = None              # eta only at timesteps <= tail (`one_specimen`); None: at every step
 
     @classmethod
     def from_config(cls, cfg) -> "Plan":
@@ -149,11 +155,21 @@ class Plan(NamedTuple):
     @property
     def settings(self) -> SamplerSettings:
         """What the sampler itself is told (`diffusion.run`)."""
-        return SamplerSettings(self.sampler, self.steps, self.eta, self.spacing, self.clip)
+        return SamplerSettings(self.sampler, self.steps, self.eta, self.spacing, self.clip, self.tail)
 
     def deterministic(self) -> "Plan":
         """The same plan with no fresh noise after the start: eta 0, and DDIM for DDPM (which has no eta)."""
-        return self._replace(sampler="ddim" if self.sampler == "ddpm" else self.sampler, eta=0.0)
+        return self._replace(sampler="ddim" if self.sampler == "ddpm" else self.sampler, eta=0.0, tail=None)
+
+    def one_specimen(self, tail: int) -> "Plan":
+        """The plan for frames of one specimen drawn from one start noise (a film, a sweep, a real frame's
+        counterfactuals): deterministic above timestep `tail`, so what is set at high noise (the specimen's
+        thickness, its texture's layout) is shared; at and below it eta 1 with each frame's own noise, what a
+        camera redraws at every exposure (DDIM, or DPM++'s SDE form; docs/experiments.md#film-noise).
+        tail 0: no fresh noise, a still film (`deterministic`)."""
+        if tail <= 0:
+            return self.deterministic()
+        return self._replace(sampler="dpmpp2m" if self.sampler == "dpmpp2m" else "ddim", eta=1.0, tail=tail)
 
 
 class Execution(NamedTuple):
@@ -171,25 +187,31 @@ def generate(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, seeds: 
              on: Execution, *, init: Init | None = None, start: Tensor | None = None) -> Tensor:
     """Frames for normalised conditions cond [N, C] (NaN = unknown) drawn as `plan` says, one generator per
     frame (seeded from `seeds`): float [N, 1, H, W] in [-1, 1] on the CPU. `init`: image-to-image (its image
-    [1 or N, 1, H, W]). `start`: the start noise [N or 1, 1, H, W] instead of the seeds' (an inverted frame,
-    `invert`), for a plan that draws nothing else (deterministic)."""
+    [1 or N, 1, H, W]). `start`: the start noise [N or 1, 1, H, W] instead of the seeds' first draw (one
+    specimen's, `start_noise`; an inverted frame's, `invert`); the seeds' generators give the steps' noise."""
     device, batch = torch.device(on.device), max(1, plan.batch_size)
     draws = noise_draws(diffusion, plan.settings, init.strength if init else 1.0)
-    if start is not None and (draws != 1 or init is not None):
-        raise ValueError("start noise needs a deterministic plan (ddim, dpmpp2m or heun at eta 0) and no init")
+    if start is not None and init is not None:
+        raise ValueError("give a start noise or an image-to-image start, not both")
     out = []
     for lo in range(0, len(cond), batch):
         chunk = cond[lo:lo + batch].to(device)
         shape = (len(chunk), *net.frame_shape)
         gens = [torch.Generator().manual_seed(s) for s in seeds[lo:lo + len(chunk)]]
         part = None if init is None else init._replace(image=init.image.expand(len(chunk), -1, -1, -1).to(device))
-        noise = None if start is None else start.expand(len(cond), -1, -1, -1)[lo:lo + len(chunk)][None].to(device)
+        first = None if start is None else start.expand(len(cond), -1, -1, -1)[lo:lo + len(chunk)].float()
         if on.graphs is None:
-            x = _draw(net, diffusion, chunk, plan, on, part, Noise(shape, gens, device, noise))
+            x = _draw(net, diffusion, chunk, plan, on, part, Noise(shape, gens, device, start=first))
         else:
-            x = _replay(net, diffusion, chunk, plan, on, part, predrawn(shape, gens, draws))
+            x = _replay(net, diffusion, chunk, plan, on, part, predrawn(shape, gens, draws, first))
         out.append(x.float().cpu())
     return torch.cat(out)
+
+
+def start_noise(shape: Sequence[int], seeds: Sequence[int]) -> Tensor:
+    """The start noise [N, *shape] (CPU) that generators seeded from `seeds` draw first: frames drawn from it
+    with other seeds share their start (one specimen) and differ in the steps' noise."""
+    return randn((len(seeds), *shape), [torch.Generator().manual_seed(s) for s in seeds], "cpu")
 
 
 def _draw(net: nn.Module, diffusion: GaussianDiffusion, cond: Tensor, plan: Plan, on: Execution,
