@@ -31,9 +31,9 @@ UNTESTED = {
     # commands the prose gives in `code`
     "THINFILM_PYTHON=$(which python3) bash run.sh train": "the default run (above); this test runs every other "
                                                           "run.sh command with THINFILM_PYTHON set",
-    "python experiments/virtual_test.py --ckpt runs/RUN --data data/eval --out OUT --guidance 2":
-        "8 specimens x inversions and 5 kinds of draws: ~10 min on the default run; its parts (inversion, "
-        "from-frame, img2img) run in test_sample and test_sampling",
+    "python experiments/virtual_test.py --ckpt runs/RUN --data data/eval --out OUT":
+        "8 specimens x inversions, films and 5 kinds of draws: ~7 min on the default run; its parts (inversion, "
+        "from-frame, films of one specimen, img2img) run in test_sample and test_sampling",
     "bash run.sh evaluate --tstr": "the default run's chain and a second regressor (+11 min); test_evaluate runs "
                                    "--tstr on the toy data",
     "bash run.sh tensorboard": "a server that runs until stopped; test_train checks the events it serves",
@@ -164,7 +164,7 @@ def check_contents(tmp: Path, synth_dir: Path) -> None:
     partial = pd.read_csv(tmp / "partial" / "manifest.csv")
     assert partial.x3[0] == 0.05 and partial.x2[0] == 38 and partial[["x1", "x4", "x5", "x6"]].isna().all(axis=None)
     sweep = pd.read_csv(tmp / "sweep" / "manifest.csv")
-    assert np.allclose(sweep.x3, np.linspace(0, 0.12, 9)) and sweep.seed.nunique() == 1
+    assert np.allclose(sweep.x3, np.linspace(0, 0.12, 9)) and sweep.start_seed.nunique() == 1
     assert Image.open(tmp / "film" / "film.gif").n_frames == len(test)
     split = [pd.read_csv(tmp / "PMMA" / f"all_{s}.csv").filepath.str.extract(r"(data\d+)")[0]
              for s in ("train", "test")]

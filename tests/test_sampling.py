@@ -3,7 +3,7 @@ a closed-form case in which guided sampling is exact."""
 import pytest
 import torch
 
-from thinfilm.diffusion import GaussianDiffusion
+from thinfilm.diffusion import GaussianDiffusion, Init
 from thinfilm.sampling import Execution, Guidance, Plan, generate, guided, invert
 
 from conftest import DEFAULT, white_grain_std
@@ -141,8 +141,16 @@ def test_an_inverted_frame_is_drawn_back_and_moved_only_by_its_conditions(predic
     other[:, 0] = float("nan")                                   # field 0 unknown: mean MU_UNKNOWN
     moved = generate(net, d, other, [0] * 64, plain, CPU, start=start)
     assert (moved - (frames - (MU_KNOWN - MU_UNKNOWN))).abs().max() < 2e-3
-    with pytest.raises(ValueError, match="deterministic plan"):
-        generate(net, d, cond, [0] * 64, plan._replace(eta=1.0), CPU, start=start)
+    # a stochastic tail from t* redraws what x_t* leaves open: for N(mu, STD^2) data the deterministic frame
+    # is mu + STD u / sqrt(v) and the tail's a draw around E[x0 | x_t*] = mu + sqrt(a) STD^2 u / v (u = x_t* -
+    # sqrt(a) mu, v = a STD^2 + 1 - a), so the two correlate by sqrt(a STD^2 / v), a = alpha_bar(t*)
+    tail = plain.one_specimen(50)
+    a = d.alphas_cumprod[max(t for t in d.visits(tail.settings) if t <= 50)].item()
+    drawn = generate(net, d, other, range(64), tail, CPU, start=start)
+    r = torch.corrcoef(torch.stack([drawn.flatten(), moved.flatten()]))[0, 1].item()
+    assert abs(r - (a * STD**2 / (a * STD**2 + 1 - a)) ** 0.5) < 0.03, (r, a)
+    with pytest.raises(ValueError, match="not both"):
+        generate(net, d, cond, [0] * 64, plan, CPU, start=start, init=Init(frames, 0.5))
 
 
 REFUSED = ("sample.keep_grain = true puts the grain back", "diffusion.skip = \"grain\" is a skip for x0",
