@@ -151,3 +151,32 @@ def test_measure_reads_the_same_marks_in_original_pixels_at_any_frame_shape(synt
     assert np.abs(wide[:, :2] - table.values[:, 4:6]).mean(0).max() < 3.0
     height = S.FEATURES.index("height")
     assert np.abs(square[:, height] - wide[:, height]).max() < 767 / 32 / 2
+
+
+def test_precision_per_stage_and_stress_band_counts_the_training_frames():
+    """`stages` from the values alone (the peak load's strain, then the load's fall), in any row order; and
+    `density_bands` gives each band its training frames, its conditions and the ratio of the errors there:
+    generated frames twice as far off as the reading in the rising stage, as far off after it."""
+    from thinfilm.synthetic import STAGES, Training, density_bands, stages
+
+    cols = [f"x{i}" for i in range(1, 9)]
+    load, strain = [1, 2, 3, 2, 0.05], [0, 0.01, 0.02, 0.03, 0.04]
+    values = np.zeros((10, 8))
+    values[:, 0], values[:, 2] = load * 2, strain * 2
+    values[:, 1] = values[:, 0] * 10                                           # stress
+    groups = ["a"] * 5 + ["b"] * 5
+    order = np.random.default_rng(0).permutation(10)
+    assert list(stages(values, groups, cols)) == [0, 0, 0, 1, 2] * 2
+    assert list(stages(values[order], np.array(groups)[order], cols)) == list(np.array([0, 0, 0, 1, 2] * 2)[order])
+    real_err = np.array([1.0, -1, 1, 2, -3] * 2)
+    matched = np.repeat(np.arange(10), 2)                                       # 2 generated frames per condition
+    stage = stages(values, groups, cols)
+    gen_err = real_err[matched] * np.where(stage[matched] == 0, 2.0, 1.0)
+    train = Training(np.concatenate([values, values[:3]]), groups + ["c"] * 3)  # 8 + 3 rising frames
+    bands = density_bands({"x5": (gen_err, real_err)}, matched, values, groups, train, cols)
+    by_stage = {b["band"]: b for b in bands if b["by"] == "stage"}
+    assert list(by_stage) == list(STAGES)
+    assert [by_stage[s]["train_frames"] for s in STAGES] == [9, 2, 2] and by_stage["rising"]["conditions"] == 6
+    assert by_stage["rising"]["x5"]["ratio"] == 2.0 and by_stage["broken"]["x5"]["ratio"] == 1.0
+    stress = [b for b in bands if b["by"] == "stress"]
+    assert sum(b["conditions"] for b in stress) == 10 and sum(b["train_frames"] for b in stress) == 13

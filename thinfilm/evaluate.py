@@ -31,7 +31,7 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from thinfilm.data import DataError, Images, Split, Table, after_fracture, read_
 from thinfilm.metrics import Region, excess_interval, frechet, kid, mae, r2, ratio_interval, texture, texture_region
 from thinfilm.runtime import autocast_dtype, pick_device
 from thinfilm.sampling import Execution
+
+if TYPE_CHECKING:                          # the simulator is imported where the built-in data is found
+    from thinfilm.synthetic import Training
 
 KID_SPLITS = 20
 
@@ -181,18 +184,19 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def simulator_check(gen: Judged, real: Judged, matched: np.ndarray, columns: list[str], groups: list[str],
-                    brightness: float = 0.0, visible: list[str] | None = None) -> dict[str, Any]:
+                    brightness: float = 0.0, visible: list[str] | None = None,
+                    train: Training | None = None) -> dict[str, Any]:
     """The built-in data only: the simulator's exact reading of the same frames beside the regressor's
     (`synthetic.exact_check`: per column the ratio and the excess in the column's units, x3-x6 from the
     marks, x1 and x2 from the film's brightness where the data has it; per drawn feature the ratio against
     what the conditions predict), `agreement`: Pearson r between the regressor's and the exact reading of
     the generated frames, and `synthetic.fidelity` (r against the real frame). `groups` [M]: each real
-    frame's specimen."""
+    frame's specimen; `train`: the training split, for the precision per stage and stress band."""
     from thinfilm.synthetic import Measured, exact_check, exact_reading, fidelity, measure
 
     shown = measure(gen.images.frames)
     exact = exact_check(Measured(shown, gen.asked), Measured(measure(real.images.frames), real.asked), matched, columns,
-                        groups, brightness, visible)
+                        groups, brightness, visible, train)
     read = exact_reading(shown, gen.asked, columns, brightness)
     agreement = {c: float(np.corrcoef(gen.read[:, columns.index(c)], v)[0, 1]) for c, v in read.items()}
     return {**fidelity(gen.images.frames, real.images.frames[matched]), **exact, "agreement": agreement}
@@ -288,8 +292,13 @@ def evaluate(regressor: str, generated: str, real_csv: str, root: str = "", swee
     if stamp.is_file():                                            # the built-in data: the simulator can measure
         brightness = float(json.loads(stamp.read_text()).get("brightness", 0.0))
         visible = [c for c in columns if c not in d.invisible]
+        from thinfilm.synthetic import Training
+        train = None
+        if Path(d.train_csv).is_file():                            # how densely the training split covers each band
+            table = read_table(d.train_csv, columns)
+            train = Training(table.values, [series_of(p) for p in table.paths])
         report["simulator"] = simulator_check(gen, real, matched, columns, [series_of(p) for p in real.images.names],
-                                              brightness, visible)
+                                              brightness, visible, train)
     if tstr_generated:
         report["tstr"] = tstr(loaded, tstr_generated, real, device, amp, quiet)
     report["targets"] = targets(report)
@@ -436,6 +445,24 @@ def _simulator_lines(report: dict[str, Any]) -> list[str]:
                         for name, v in f["features"].items()) + " (below 1: less spread than real frames).",
             "", "`synthetic.fidelity`, Pearson r against the real frame: " + ", ".join(
                 f"{k.removeprefix('corr_')} {v:.3f}" for k, v in f.items() if k.startswith("corr_"))]
+        lines += _density_lines(f.get("density", []))
+    return lines
+
+
+def _density_lines(bands: list[dict[str, Any]]) -> list[str]:
+    """report.md's table of the exact reading per stage of the test and stress band, beside the training
+    frames each has: where the training split is thin, is the precision worse?"""
+    if not bands:
+        return []
+    cols = [c for c in ("x5", "x6", "x2") if c in bands[0]]
+    lines = ["", "Where the training split is dense and where thin: the exact reading per stage of the test and "
+             "per fifth of the training stress range (ratio, excess beyond the reading):", "",
+             "| by | band | training frames | conditions | " + " | ".join(cols) + " |",
+             "|---|---|---|---|" + "---|" * len(cols)]
+    for b in bands:
+        cells = [f"{b[c]['ratio']:.2f}, {b[c]['excess']:.3g}{unit(c)}" for c in cols]
+        lines.append(f"| {b['by']} | {b['band']} | {b['train_frames']} | {b['conditions']} | " + " | ".join(cells)
+                     + " |")
     return lines
 
 

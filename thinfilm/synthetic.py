@@ -359,8 +359,61 @@ class Measured(NamedTuple):
     asked: np.ndarray
 
 
+class Training(NamedTuple):
+    """The training split's raw measurements [M, C] and each frame's specimen [M]: where conditions are dense."""
+    values: np.ndarray
+    groups: Sequence[str]
+
+
+STAGES = ("rising", "softening", "broken")
+STRESS_BANDS = 5
+
+
+def stages(values: np.ndarray, groups: Sequence[str], columns: Sequence[str], drop: float = 0.1) -> np.ndarray:
+    """Each frame's stage of its test, [N] indices into `STAGES`: rising up to its series' peak load (x1),
+    softening past the peak's strain (x3), broken where past it the load is under `drop` times the peak (as
+    `data.after_fracture`). Read from the values alone (a test's strain only grows), so any row order works."""
+    load, strain, groups = values[:, columns.index("x1")], values[:, columns.index("x3")], np.asarray(groups)
+    out = np.zeros(len(values), dtype=int)
+    for name in np.unique(groups):
+        rows = np.flatnonzero(groups == name)
+        peak = rows[np.nanargmax(load[rows])]
+        past = rows[strain[rows] > strain[peak]]
+        out[past] = np.where(load[past] < drop * load[peak], 2, 1)
+    return out
+
+
+def density_bands(errors: dict[str, tuple[np.ndarray, np.ndarray]], matched: np.ndarray, real: np.ndarray,
+                  groups: Sequence[str], train: Training, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The exact reading's precision where the training split is dense and where it is thin: per stage of the
+    test (`stages`) and per fifth of the training stress (x2) range, the training frames there (the density),
+    the evaluation conditions there, and each column's ratio and excess over them (`_intervals`). errors:
+    {column: (read - asked per generated frame [N], per real frame [M])}; real: the real raw values [M, C]."""
+    j = columns.index("x2")
+    edges = np.linspace(np.nanmin(train.values[:, j]), np.nanmax(train.values[:, j]), STRESS_BANDS + 1)
+    band = lambda v: np.clip(np.searchsorted(edges, v, side="right") - 1, 0, STRESS_BANDS - 1)  # noqa: E731
+    kinds = [("stage", STAGES, stages(train.values, train.groups, columns), stages(real, groups, columns)),
+             ("stress", [f"{lo:.3g}-{hi:.3g} MPa" for lo, hi in zip(edges, edges[1:])], band(train.values[:, j]),
+              band(real[:, j]))]
+    out = []
+    for kind, names, in_train, in_eval in kinds:
+        for b, name in enumerate(names):
+            keep = in_eval == b
+            chosen = keep[matched]
+            if not chosen.any():
+                continue
+            renumbered = np.cumsum(keep) - 1                       # condition index -> index among those kept
+            row: dict[str, Any] = {"by": kind, "band": name, "train_frames": int((in_train == b).sum()),
+                                   "conditions": int(keep.sum())}
+            for c, (gen_err, real_err) in errors.items():
+                row[c] = _intervals(gen_err[chosen], renumbered[matched[chosen]], real_err[keep])
+            out.append(row)
+    return out
+
+
 def exact_check(gen: Measured, real: Measured, matched: np.ndarray, columns: Sequence[str], groups: Sequence[str],
-                brightness: float = 0.0, visible: Sequence[str] | None = None) -> dict[str, Any]:
+                brightness: float = 0.0, visible: Sequence[str] | None = None,
+                train: Training | None = None) -> dict[str, Any]:
     """How precisely generated frames carry their raw measurements, against the real frames (generated frame i
     was drawn for real frame matched[i]'s measurements), read by the simulator itself instead of a regressor.
 
@@ -370,15 +423,21 @@ def exact_check(gen: Measured, real: Measured, matched: np.ndarray, columns: Seq
     no condition fixes exactly (craze sites, gap width and texture are drawn per specimen), the same ratio
     with the error taken from what the conditions predict: the mean feature of the 8 real frames of other
     specimens (`groups` [M]) nearest in the `visible` columns (z-scored), so a real frame is not its own
-    prediction. Below 1 there: less spread than the real frames (a mean drawn), above: looser."""
+    prediction. Below 1 there: less spread than the real frames (a mean drawn), above: looser. "density"
+    (with `train`, the training split): the distances and the film's level per stage and stress band, beside
+    how many training frames each has (`density_bands`)."""
     (shown, gen_asked), (seen, real_asked) = gen, real
     read_gen = exact_reading(shown, gen_asked, columns, brightness)
     read_real = exact_reading(seen, real_asked, columns, brightness)
     out: dict[str, Any] = {"columns": {}, "features": {}}
+    errors = {}
     for c, values in read_gen.items():
         j = columns.index(c)
-        gen_err, real_err = values - gen_asked[:, j], read_real[c] - real_asked[:, j]
+        gen_err, real_err = errors[c] = values - gen_asked[:, j], read_real[c] - real_asked[:, j]
         out["columns"][c] = _intervals(gen_err, matched, real_err)
+    if train is not None and {"x1", "x2", "x3"} <= set(columns):
+        out["density"] = density_bands({c: errors[c] for c in ("x5", "x6", "x2") if c in errors}, matched,
+                                       real_asked, groups, train, columns)
     use = [columns.index(c) for c in (visible if visible is not None else columns)]
     predicted = neighbour_mean(real_asked[:, use], seen, groups)
     for name in ("whitening", "gap", "height", "film"):
