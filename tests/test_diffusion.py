@@ -275,29 +275,30 @@ def test_predrawn_noise_gives_the_generators_frames(sampler, steps, eta, strengt
         assert torch.equal(given, run(d, den, settings, Noise(shape, None, "cpu", predrawn(shape, gens(), n, z))))
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpmpp2m"])
-@pytest.mark.parametrize("tail", [0, 100, 999])
+@pytest.mark.parametrize("sampler,tail", [("ddim", 0), ("ddim", 100), ("ddim", 999), ("dpmpp2m", 100)])
 def test_a_stochastic_tail_shares_what_is_set_above_it(sampler, tail):
     """Frames drawn from one start, deterministic above timestep `tail` and at eta 1 at and below it (a film's
-    fresh exposures): each is a draw of the data, and two of them share exactly what x_tail fixes. For
-    N(m, s^2) data that is E[x0 | x_tail], a Gaussian of variance s^2 a s^2 / (a s^2 + 1 - a), a = alpha_bar:
-    their correlation is a s^2 / (a s^2 + 1 - a) (1 at tail 0, where no step draws; ~0 at T - 1)."""
+    fresh exposures): each is a draw of the data, and two of them share exactly what x at the first step that
+    draws, t*, fixes. For N(m, s^2) data that is E[x0 | x_t*], a Gaussian of variance s^2 a s^2 / (a s^2 + 1 - a),
+    a = alpha_bar(t*): their correlation is a s^2 / (a s^2 + 1 - a) (1 at tail 0, where no step draws; ~0 at
+    T - 1). Every timestep is visited: DDIM's eta-1 steps draw too little fresh noise where they are coarse
+    (at 250 steps the share from t = 100 comes out 0.72 instead of 0.68)."""
     from thinfilm.diffusion import Noise, SamplerSettings, run
 
     d, m, s = GaussianDiffusion("linear", 1000, "eps"), 0.3, 0.5
     den = optimal_denoiser(d, torch.tensor([1.0], dtype=torch.float64), torch.tensor([m], dtype=torch.float64),
                            torch.tensor([s], dtype=torch.float64))
     settings = SamplerSettings(sampler, None, 1.0, "trailing", False, tail)
-    shape = (4000, 1, 2, 2)
+    shape = (4000, 1, 2, 2)                             # 16 000 draws: the correlation within 0.008 (1 sd)
     start = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     x, y = (run(d, den, settings, Noise(shape, torch.Generator().manual_seed(seed), "cpu", start=start)).double()
             for seed in (4, 5))
-    a = float(d.alphas_cumprod[tail])
+    a = float(d.alphas_cumprod[max(t for t in d.visits(settings) if t <= tail)])     # the first step that draws
     shared = a * s**2 / (a * s**2 + 1 - a) if tail else 1.0
     for frames in (x, y):
         assert abs(frames.mean().item() - m) < 0.015 and abs(frames.std().item() - s) < 0.015
     corr = torch.corrcoef(torch.stack([x.flatten(), y.flatten()]))[0, 1].item()
-    assert abs(corr - shared) < 0.02, (corr, shared)
+    assert abs(corr - shared) < 0.025, (corr, shared)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
